@@ -1,0 +1,55 @@
+# What the README tells people to run. Everything installs from the lock file into .venv.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(VENV)-tools/bin/uv
+endif
+RUN := $(VENV)/bin
+
+.PHONY: install up down status smoke test test-unit test-integration lint lock bench
+
+# uv itself is bootstrapped from PyPI into a private tools venv when it is not installed.
+$(VENV)-tools/bin/uv:
+	$(PYTHON) -m venv $(VENV)-tools
+	$(VENV)-tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --quiet
+	touch $@
+
+install: $(VENV)/.synced
+
+## up: start the local stack (PostgreSQL, S3 emulator, 2 MLflow replicas, Caddy TLS) and smoke it
+up: install
+	$(RUN)/mlflow-stack local up
+	$(RUN)/mlflow-stack smoke --local
+
+down: install
+	$(RUN)/mlflow-stack local down
+
+status: install
+	$(RUN)/mlflow-stack local status
+
+smoke: install
+	$(RUN)/mlflow-stack smoke --local
+
+## test: lint, then every test (unit, policies, integration on a fresh local stack)
+test: install lint
+	$(RUN)/pytest
+
+test-unit: install
+	$(RUN)/pytest tests/unit tests/policies
+
+test-integration: install
+	$(RUN)/pytest tests/integration
+
+lint: install
+	$(RUN)/ruff check .
+	$(RUN)/ruff format --check .
+
+## lock: re-resolve dependencies and re-export the server image's pinned requirements
+lock: | $(UV)
+	$(UV) lock
+	$(UV) export --frozen --only-group server --no-emit-project --no-header -o server/requirements.txt

@@ -1,0 +1,93 @@
+"""The server's command contract: every setting the entrypoint reads, by name.
+
+ECS, Kubernetes and the local stack all start the same entrypoint, so the names live here once.
+This module imports nothing outside the standard library: `infra/` imports it to build the task
+definition, `server/entrypoint` reads it at start-up, and neither drags the other's dependencies in.
+
+Secrets can arrive two ways, and the entrypoint accepts both:
+- as an environment variable injected by the platform from Secrets Manager (ECS task `secrets`,
+  a Kubernetes `secretKeyRef`) — never a plain `environment` entry in a task definition;
+- as a file path in `<NAME>_FILE` (Kubernetes secret volumes, the local stack's 0600 files), so
+  the value is never in any process's environment at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The auth mode is part of the command (not an env var) so that anyone reading the task
+# definition — a reviewer or the policy pack — can see the server runs with basic-auth.
+APP_NAME_ARGS: tuple[str, ...] = ("--app-name", "basic-auth")
+ENTRYPOINT: tuple[str, ...] = ("python", "-m", "server.entrypoint")
+COMMAND: tuple[str, ...] = ("serve", *APP_NAME_ARGS)
+
+CONTAINER_PORT = 8080
+HEALTH_PATH = "/health"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    description: str
+    default: str | None = None  # None: required
+
+
+# Plain (non-secret) settings: safe in a task definition's `environment`.
+DB_HOST = Setting("MLFLOW_STACK_DB_HOST", "PostgreSQL host name")
+DB_PORT = Setting("MLFLOW_STACK_DB_PORT", "PostgreSQL port", "5432")
+DB_NAME = Setting("MLFLOW_STACK_DB_NAME", "tracking + model registry database", "mlflow")
+AUTH_DB_NAME = Setting("MLFLOW_STACK_AUTH_DB_NAME", "basic-auth users/permissions database", "mlflow_auth")
+DB_USER = Setting("MLFLOW_STACK_DB_USER", "PostgreSQL user", "mlflow")
+DB_SSLMODE = Setting("MLFLOW_STACK_DB_SSLMODE", "libpq sslmode (RDS forces SSL: 'require')", "require")
+ARTIFACTS_DESTINATION = Setting(
+    "MLFLOW_STACK_ARTIFACTS_DESTINATION", "where proxied artifacts go, e.g. s3://bucket/mlflow-artifacts"
+)
+PUBLIC_HOSTS = Setting(
+    "MLFLOW_STACK_PUBLIC_HOSTS",
+    "comma-separated host names clients use (the domain); drives --allowed-hosts and CORS origins",
+)
+PORT = Setting("MLFLOW_STACK_PORT", "port the server listens on", str(CONTAINER_PORT))
+HOST = Setting("MLFLOW_STACK_HOST", "address the server binds", "0.0.0.0")  # noqa: S104 - in a container
+WORKERS = Setting("MLFLOW_STACK_WORKERS", "server worker processes per replica", "2")
+KEEPALIVE_SECONDS = Setting(
+    "MLFLOW_STACK_KEEPALIVE_SECONDS", "HTTP keep-alive; must exceed the load balancer's idle timeout", "75"
+)
+DB_POOL_SIZE = Setting("MLFLOW_STACK_DB_POOL_SIZE", "SQLAlchemy pool size per engine", "5")
+DB_MAX_OVERFLOW = Setting("MLFLOW_STACK_DB_MAX_OVERFLOW", "SQLAlchemy max overflow per engine", "5")
+DEFAULT_PERMISSION = Setting(
+    "MLFLOW_STACK_DEFAULT_PERMISSION", "basic-auth default_permission", "NO_PERMISSIONS"
+)
+AUTH_CACHE_TTL_SECONDS = Setting(
+    "MLFLOW_STACK_AUTH_CACHE_TTL_SECONDS", "basic-auth credential cache TTL (0 disables)", "60"
+)
+ADMIN_USERNAME = Setting("MLFLOW_STACK_ADMIN_USERNAME", "basic-auth admin user", "admin")
+
+# Secret settings: only ever from Secrets Manager (task `secrets`) or a *_FILE.
+DB_PASSWORD = Setting("MLFLOW_STACK_DB_PASSWORD", "PostgreSQL password")
+ADMIN_PASSWORD = Setting("MLFLOW_STACK_ADMIN_PASSWORD", "basic-auth admin password (>= 12 characters)")
+FLASK_SECRET_KEY = Setting(
+    "MLFLOW_FLASK_SERVER_SECRET_KEY", "Flask session/CSRF key; identical on every replica"
+)
+
+PLAIN_SETTINGS: tuple[Setting, ...] = (
+    DB_HOST,
+    DB_PORT,
+    DB_NAME,
+    AUTH_DB_NAME,
+    DB_USER,
+    DB_SSLMODE,
+    ARTIFACTS_DESTINATION,
+    PUBLIC_HOSTS,
+    PORT,
+    HOST,
+    WORKERS,
+    KEEPALIVE_SECONDS,
+    DB_POOL_SIZE,
+    DB_MAX_OVERFLOW,
+    DEFAULT_PERMISSION,
+    AUTH_CACHE_TTL_SECONDS,
+    ADMIN_USERNAME,
+)
+SECRET_SETTINGS: tuple[Setting, ...] = (DB_PASSWORD, ADMIN_PASSWORD, FLASK_SECRET_KEY)
+
+FILE_SUFFIX = "_FILE"
