@@ -1,0 +1,160 @@
+"""Database: RDS PostgreSQL in private subnets, encrypted with its own KMS key, TLS forced.
+
+The instance's security group has no ingress of its own: whoever creates the server's security group
+calls `allow_from()` so the database accepts exactly that group on 5432 — never a CIDR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.settings import DatabaseSettings
+from infra.tags import child_opts, name_tag
+
+POSTGRES_PORT = 5432
+MASTER_USERNAME = "mlflow"  # server/contract.py DB_USER default
+DATABASE_NAME = "mlflow"  # tracking + registry; the server creates the auth DB itself
+PERFORMANCE_INSIGHTS_RETENTION_DAYS = 7  # the free tier
+CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    settings: DatabaseSettings
+    identifier: str  # RDS instance identifier, e.g. "mlflow-search-prod-db"
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[list[str]]
+    master_password: pulumi.Input[str]  # a Pulumi secret
+    # prod: `pulumi destroy` must refuse to delete the instance (Pulumi protect).
+    protect: bool = False
+
+
+class Database(pulumi.ComponentResource):
+    endpoint: pulumi.Output[str]  # host name only
+    port: pulumi.Output[int]
+    db_name: str
+    username: str
+    security_group_id: pulumi.Output[str]
+    kms_key_arn: pulumi.Output[str]
+    instance_identifier: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlflow-stack:database:Database", name, None, opts)
+        self._component_name = name
+        settings = args.settings
+        key = aws.kms.Key(
+            f"{name}-kms",
+            description=f"RDS storage and Performance Insights of {args.identifier}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child_opts(self),
+        )
+        aws.kms.Alias(
+            f"{name}-kms-alias",
+            name=f"alias/{args.identifier}",
+            target_key_id=key.key_id,
+            opts=child_opts(self),
+        )
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            name=f"{args.identifier}-sg",
+            description=f"PostgreSQL {args.identifier}: ingress only from the MLflow server's group",
+            vpc_id=args.vpc_id,
+            tags=name_tag(f"{args.identifier}-sg"),
+            opts=child_opts(self),
+        )
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            name=f"{args.identifier}-subnets",
+            description=f"private subnets of {args.identifier}",
+            subnet_ids=args.private_subnet_ids,
+            opts=child_opts(self),
+        )
+        parameter_group = aws.rds.ParameterGroup(
+            f"{name}-params",
+            name=f"{args.identifier}-postgres{settings.engine_major}",
+            family=f"postgres{settings.engine_major}",
+            description=f"TLS-only, slow-query logging for {args.identifier}",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
+                aws.rds.ParameterGroupParameterArgs(
+                    name="log_min_duration_statement", value=str(settings.slow_query_ms)
+                ),
+                aws.rds.ParameterGroupParameterArgs(name="log_lock_waits", value="1"),
+                aws.rds.ParameterGroupParameterArgs(name="log_temp_files", value="0"),
+            ],
+            opts=child_opts(self),
+        )
+        instance = aws.rds.Instance(
+            f"{name}-instance",
+            identifier=args.identifier,
+            engine="postgres",
+            engine_version=settings.engine_version,
+            instance_class=settings.instance_class,
+            db_name=DATABASE_NAME,
+            username=MASTER_USERNAME,
+            password=args.master_password,
+            port=POSTGRES_PORT,
+            allocated_storage=settings.allocated_storage_gb,
+            max_allocated_storage=settings.max_allocated_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=key.arn,
+            multi_az=settings.multi_az,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[self.security_group.id],
+            publicly_accessible=False,
+            parameter_group_name=parameter_group.name,
+            ca_cert_identifier=CA_CERT_IDENTIFIER,
+            backup_retention_period=settings.backup_retention_days,
+            copy_tags_to_snapshot=True,
+            deletion_protection=settings.deletion_protection,
+            skip_final_snapshot=not settings.final_snapshot,
+            final_snapshot_identifier=f"{args.identifier}-final" if settings.final_snapshot else None,
+            performance_insights_enabled=settings.performance_insights,
+            performance_insights_kms_key_id=key.arn if settings.performance_insights else None,
+            performance_insights_retention_period=(
+                PERFORMANCE_INSIGHTS_RETENTION_DAYS if settings.performance_insights else None
+            ),
+            # Slow statements (log_min_duration_statement) land in CloudWatch Logs.
+            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            auto_minor_version_upgrade=True,
+            allow_major_version_upgrade=False,
+            # prod changes wait for the maintenance window; other stacks apply at once.
+            apply_immediately=not args.protect,
+            tags=name_tag(args.identifier),
+            opts=child_opts(self, protect=args.protect),
+        )
+        self.endpoint = instance.address
+        self.port = instance.port
+        self.db_name = DATABASE_NAME
+        self.username = MASTER_USERNAME
+        self.security_group_id = self.security_group.id
+        self.kms_key_arn = key.arn
+        self.instance_identifier = instance.identifier
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "port": self.port,
+                "security_group_id": self.security_group_id,
+                "kms_key_arn": self.kms_key_arn,
+            }
+        )
+
+    def allow_from(
+        self, role: str, source_security_group_id: pulumi.Input[str]
+    ) -> aws.vpc.SecurityGroupIngressRule:
+        """Let one security group reach PostgreSQL, e.g. `db.allow_from("server", service_sg.id)`."""
+        return aws.vpc.SecurityGroupIngressRule(
+            f"{self._component_name}-ingress-{role}",
+            security_group_id=self.security_group.id,
+            referenced_security_group_id=source_security_group_id,
+            ip_protocol="tcp",
+            from_port=POSTGRES_PORT,
+            to_port=POSTGRES_PORT,
+            description=f"PostgreSQL from {role}",
+            opts=child_opts(self),
+        )

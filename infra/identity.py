@@ -1,0 +1,224 @@
+"""Identity: the server's two IAM roles, each scoped to exactly what this stack owns.
+
+- the task (runtime) role: what MLflow itself may do — read/write objects under the artifact prefix
+  of this bucket, with this bucket's KMS key. Nothing else.
+- the task execution role: what ECS does to start a task — pull the image from its ECR repository,
+  write the server's log group, read this stack's three secrets and decrypt them with their key.
+
+Resource ARNs that belong to other components (log group, ECR repository) are built from their
+deterministic names, so this component never depends on the compute component.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.tags import child_opts
+
+ECR_IMAGE_PATTERN = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)"
+)
+
+
+@dataclass(frozen=True)
+class IdentityArgs:
+    role_name_prefix: str  # e.g. "mlflow-search-prod"
+    region: str
+    account_id: pulumi.Input[str]
+    partition: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    artifact_prefix: str
+    artifacts_kms_key_arn: pulumi.Input[str]
+    secret_arns: list[pulumi.Input[str]]
+    secrets_kms_key_arn: pulumi.Input[str]
+    log_group_name: str
+    # None: the image is not in ECR (or prebuilt elsewhere), so no repository pull is granted.
+    ecr_repository_arn: pulumi.Input[str] | None = None
+    permissions_boundary_arn: str | None = None
+
+
+def ecr_repository_arn_for_image(image: str, partition: str = "aws") -> str | None:
+    """The ECR repository ARN of an image reference, or None when the image is not in ECR."""
+    match = ECR_IMAGE_PATTERN.match(image)
+    if match is None:
+        return None
+    return f"arn:{partition}:ecr:{match['region']}:{match['account']}:repository/{match['repo']}"
+
+
+def ecs_tasks_trust_policy(account_id: str) -> str:
+    # aws:SourceAccount stops another account's ECS from assuming the role (confused deputy).
+    return _document(
+        [
+            {
+                "Sid": "EcsTasksAssume",
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            }
+        ]
+    )
+
+
+def runtime_policy(bucket_arn: str, prefix: str, kms_key_arn: str, region: str) -> str:
+    return _document(
+        [
+            {
+                "Sid": "ListArtifactPrefix",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            },
+            {
+                "Sid": "ReadWriteArtifacts",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                ],
+                "Resource": f"{bucket_arn}/{prefix}/*",
+            },
+            {
+                "Sid": "ArtifactEncryption",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+            },
+        ]
+    )
+
+
+def execution_policy(
+    *,
+    log_group_arn: str,
+    secret_arns: list[str],
+    secrets_kms_key_arn: str,
+    region: str,
+    ecr_repository_arn: str | None,
+) -> str:
+    statements: list[dict[str, Any]] = []
+    if ecr_repository_arn is not None:
+        statements += [
+            {
+                # GetAuthorizationToken is account-wide; AWS accepts no narrower resource for it.
+                "Sid": "EcrLogin",
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "PullServerImage",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
+                "Resource": ecr_repository_arn,
+            },
+        ]
+    statements += [
+        {
+            "Sid": "WriteServerLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        },
+        {
+            "Sid": "ReadStackSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": sorted(secret_arns),
+        },
+        {
+            "Sid": "DecryptStackSecrets",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": secrets_kms_key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
+        },
+    ]
+    return _document(statements)
+
+
+def log_group_arn(partition: str, region: str, account_id: str, log_group_name: str) -> str:
+    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}"
+
+
+def _document(statements: list[dict[str, Any]]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, indent=2)
+
+
+class Identity(pulumi.ComponentResource):
+    runtime_role_arn: pulumi.Output[str]
+    runtime_role_name: pulumi.Output[str]
+    execution_role_arn: pulumi.Output[str]
+    execution_role_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlflow-stack:identity:Identity", name, None, opts)
+        trust = pulumi.Output.from_input(args.account_id).apply(ecs_tasks_trust_policy)
+
+        runtime_role = aws.iam.Role(
+            f"{name}-runtime-role",
+            name=f"{args.role_name_prefix}-server-task",
+            description="MLflow server at runtime: its artifact prefix and key, nothing else",
+            assume_role_policy=trust,
+            permissions_boundary=args.permissions_boundary_arn,
+            opts=child_opts(self),
+        )
+        aws.iam.RolePolicy(
+            f"{name}-runtime-policy",
+            role=runtime_role.id,
+            policy=pulumi.Output.all(args.bucket_arn, args.artifacts_kms_key_arn).apply(
+                lambda values: runtime_policy(values[0], args.artifact_prefix, values[1], args.region)
+            ),
+            opts=child_opts(self),
+        )
+
+        execution_role = aws.iam.Role(
+            f"{name}-execution-role",
+            name=f"{args.role_name_prefix}-server-execution",
+            description="ECS starting the MLflow server: image pull, its log group, its secrets",
+            assume_role_policy=trust,
+            permissions_boundary=args.permissions_boundary_arn,
+            opts=child_opts(self),
+        )
+        aws.iam.RolePolicy(
+            f"{name}-execution-policy",
+            role=execution_role.id,
+            policy=pulumi.Output.all(
+                args.partition,
+                args.account_id,
+                args.secrets_kms_key_arn,
+                args.ecr_repository_arn,
+                *args.secret_arns,
+            ).apply(
+                lambda values: execution_policy(
+                    log_group_arn=log_group_arn(values[0], args.region, values[1], args.log_group_name),
+                    secrets_kms_key_arn=values[2],
+                    ecr_repository_arn=values[3],
+                    secret_arns=list(values[4:]),
+                    region=args.region,
+                )
+            ),
+            opts=child_opts(self),
+        )
+        self.runtime_role_arn = runtime_role.arn
+        self.runtime_role_name = runtime_role.name
+        self.execution_role_arn = execution_role.arn
+        self.execution_role_name = execution_role.name
+        self.register_outputs(
+            {"runtime_role_arn": self.runtime_role_arn, "execution_role_arn": self.execution_role_arn}
+        )
