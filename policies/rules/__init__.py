@@ -1,0 +1,19 @@
+"""Every rule of the pack, by area. Importing this starts nothing (no PolicyPack here)."""
+
+from __future__ import annotations
+
+from policies.rules import alb, ecs, iam, mlflow, network, observability, rds, s3, tags
+from policies.spec import Rule
+
+ALL_RULES: tuple[Rule, ...] = (
+    *s3.RULES,
+    *rds.RULES,
+    *alb.RULES,
+    *network.RULES,
+    *iam.RULES,
+    *ecs.RULES,
+    *mlflow.RULES,
+    *tags.RULES,
+    *observability.RULES,
+)
+RULES_BY_NAME: dict[str, Rule] = {rule.name: rule for rule in ALL_RULES}

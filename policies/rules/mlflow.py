@@ -1,0 +1,127 @@
+"""MLflow itself: basic-auth on, and prod served by several autoscaled replicas."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from policies.model import Context, Resource, Violation, as_list, of_type, shown
+from policies.rules.ecs import SERVICE, TASK_DEFINITIONS, containers
+from policies.spec import ENVIRONMENT_PROPERTY, Rule
+
+SCALABLE_TARGET = "aws:appautoscaling/target:Target"
+SCALING_POLICY = "aws:appautoscaling/policy:Policy"
+DESIRED_COUNT = "ecs:service:DesiredCount"
+
+
+def _words(container: Mapping[str, Any]) -> list[str]:
+    return [str(w) for w in as_list(container.get("entryPoint")) + as_list(container.get("command"))]
+
+
+def is_mlflow_server(container: Mapping[str, Any]) -> bool:
+    """The kit's entrypoint (`python -m server.entrypoint`) or a plain `mlflow server`."""
+    words = _words(container)
+    return (
+        "server.entrypoint" in words
+        or any("mlflow" in w for w in words)
+        or "mlflow" in str(container.get("image"))
+    )
+
+
+def _basic_auth(words: list[str]) -> bool:
+    pairs = itertools.pairwise(words)
+    return "--app-name=basic-auth" in words or any(a == "--app-name" and b == "basic-auth" for a, b in pairs)
+
+
+def check_basic_auth(resource: Resource, ctx: Context) -> Iterable[str]:
+    for container in containers(resource):
+        if is_mlflow_server(container) and not _basic_auth(_words(container)):
+            yield f"container {container.get('name')} starts MLflow without --app-name basic-auth"
+
+
+def _targets_for(service: Resource, targets: list[Resource]) -> list[Resource]:
+    name = service.props.get("name")
+    return [
+        t
+        for t in targets
+        if t.props.get("scalableDimension") == DESIRED_COUNT
+        and (
+            service.urn in t.property_dependencies.get("resourceId", ())
+            or (isinstance(name, str) and str(t.props.get("resourceId", "")).endswith(f"/{name}"))
+        )
+    ]
+
+
+def _has_policy(target: Resource, policies: list[Resource]) -> bool:
+    return any(
+        p.props.get("policyType", "StepScaling") in ("TargetTrackingScaling", "StepScaling")
+        and (
+            target.urn in p.property_dependencies.get("resourceId", ())
+            or p.props.get("resourceId") == target.props.get("resourceId")
+        )
+        for p in policies
+    )
+
+
+def check_prod_replicas(resources: Sequence[Resource], ctx: Context) -> Iterable[Violation]:
+    if not ctx.is_prod:
+        return
+    minimum = ctx.config["minReplicas"]
+    targets = of_type(resources, SCALABLE_TARGET)
+    policies = of_type(resources, SCALING_POLICY)
+    for service in of_type(resources, SERVICE):
+        desired = service.props.get("desiredCount")
+        if not isinstance(desired, int | float) or desired < minimum:
+            yield Violation(
+                f"prod service {service.name} starts {shown(desired)} task(s), minimum {shown(minimum)}",
+                service.urn,
+            )
+        own = _targets_for(service, targets)
+        if not own:
+            yield Violation(f"prod service {service.name} has no autoscaling target", service.urn)
+            continue
+        for target in own:
+            low, high = target.props.get("minCapacity"), target.props.get("maxCapacity")
+            if not isinstance(low, int | float) or low < minimum:
+                yield Violation(
+                    f"prod service {service.name} may scale in to {shown(low)} task(s), "
+                    f"minimum {shown(minimum)}",
+                    target.urn,
+                )
+            if not isinstance(high, int | float) or not isinstance(low, int | float) or high <= low:
+                yield Violation(
+                    f"prod service {service.name} cannot scale out (maxCapacity {shown(high)})", target.urn
+                )
+            if not _has_policy(target, policies):
+                yield Violation(
+                    f"prod service {service.name} has a scaling target but no scaling policy", target.urn
+                )
+
+
+RULES = (
+    Rule(
+        name="mlflow-basic-auth",
+        description="The MLflow server runs with --app-name basic-auth.",
+        enforcement="mandatory",
+        remediation="Start the server through server.entrypoint (its command carries --app-name basic-auth).",
+        types=TASK_DEFINITIONS,
+        check_resource=check_basic_auth,
+    ),
+    Rule(
+        name="mlflow-prod-replicas-autoscaled",
+        description="Prod runs at least two MLflow replicas, with target-tracking autoscaling.",
+        enforcement="mandatory",
+        remediation="Set server.minReplicas >= 2 and server.maxReplicas above it in the prod stack file.",
+        config={
+            **ENVIRONMENT_PROPERTY,
+            "minReplicas": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 2,
+                "description": "Fewest replicas a prod service may run or scale in to.",
+            },
+        },
+        check_stack=check_prod_replicas,
+    ),
+)

@@ -1,0 +1,202 @@
+"""Security groups: nothing open to the internet but the load balancer's 80/443, and the
+database reachable only from the MLflow service's security group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from policies.model import (
+    Context,
+    Resource,
+    Violation,
+    as_list,
+    first_block,
+    of_type,
+    references,
+    refers,
+    truthy,
+)
+from policies.rules.alb import LOAD_BALANCERS, is_application
+from policies.spec import Rule
+
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+PUBLIC_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+DB_INSTANCE = "aws:rds/instance:Instance"
+ECS_SERVICE = "aws:ecs/service:Service"
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """One ingress permission, whichever of the three AWS shapes declared it."""
+
+    declared_by: Resource
+    group: Resource | None  # the security group it opens
+    cidrs: tuple[str, ...]
+    prefix_lists: tuple[str, ...]
+    source_groups: tuple[str, ...]
+    source_prop: str  # property holding the source group (for dependency lookups)
+    self_referencing: bool
+    protocol: str
+    from_port: int | None
+    to_port: int | None
+
+    def allows_from(self, group: Resource) -> bool:
+        if group.urn in self.declared_by.property_dependencies.get(self.source_prop, ()):
+            return True
+        return refers(list(self.source_groups), group)
+
+    def describe(self) -> str:
+        ports = (
+            "all ports"
+            if self.protocol in ("-1", "all")
+            else f"{self.protocol} {self.from_port}-{self.to_port}"
+        )
+        return f"{ports} from {', '.join(self.cidrs + self.prefix_lists + self.source_groups) or 'itself'}"
+
+
+def _port(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def collect_ingress(resources: Sequence[Resource]) -> list[Ingress]:
+    groups = of_type(resources, SECURITY_GROUP)
+    found: list[Ingress] = []
+
+    def group_of(rule: Resource) -> Resource | None:
+        return next((g for g in groups if references(rule, "securityGroupId", g)), None)
+
+    for group in groups:
+        for block in as_list(group.props.get("ingress")):
+            if not isinstance(block, Mapping):
+                continue
+            found.append(
+                Ingress(
+                    declared_by=group,
+                    group=group,
+                    cidrs=tuple(as_list(block.get("cidrBlocks")) + as_list(block.get("ipv6CidrBlocks"))),
+                    prefix_lists=tuple(as_list(block.get("prefixListIds"))),
+                    source_groups=tuple(as_list(block.get("securityGroups"))),
+                    source_prop="ingress",
+                    self_referencing=truthy(block.get("self")),
+                    protocol=str(block.get("protocol", "")).lower(),
+                    from_port=_port(block.get("fromPort")),
+                    to_port=_port(block.get("toPort")),
+                )
+            )
+    for rule in of_type(resources, SECURITY_GROUP_RULE):
+        if rule.props.get("type") != "ingress":
+            continue
+        found.append(
+            Ingress(
+                declared_by=rule,
+                group=group_of(rule),
+                cidrs=tuple(
+                    as_list(rule.props.get("cidrBlocks")) + as_list(rule.props.get("ipv6CidrBlocks"))
+                ),
+                prefix_lists=tuple(as_list(rule.props.get("prefixListIds"))),
+                source_groups=tuple(as_list(rule.props.get("sourceSecurityGroupId"))),
+                source_prop="sourceSecurityGroupId",
+                self_referencing=truthy(rule.props.get("self")),
+                protocol=str(rule.props.get("protocol", "")).lower(),
+                from_port=_port(rule.props.get("fromPort")),
+                to_port=_port(rule.props.get("toPort")),
+            )
+        )
+    for rule in of_type(resources, INGRESS_RULE):
+        found.append(
+            Ingress(
+                declared_by=rule,
+                group=group_of(rule),
+                cidrs=tuple(as_list(rule.props.get("cidrIpv4")) + as_list(rule.props.get("cidrIpv6"))),
+                prefix_lists=tuple(as_list(rule.props.get("prefixListId"))),
+                source_groups=tuple(as_list(rule.props.get("referencedSecurityGroupId"))),
+                source_prop="referencedSecurityGroupId",
+                self_referencing=False,
+                protocol=str(rule.props.get("ipProtocol", "")).lower(),
+                from_port=_port(rule.props.get("fromPort")),
+                to_port=_port(rule.props.get("toPort")),
+            )
+        )
+    return found
+
+
+def _groups_used_by(users: Sequence[Resource], groups: Sequence[Resource], prop: str) -> list[Resource]:
+    return [g for g in groups if any(references(user, prop, g) for user in users)]
+
+
+def check_public_ingress(resources: Sequence[Resource], ctx: Context) -> Iterable[Violation]:
+    allowed_ports = set(ctx.config["allowedPublicPorts"])
+    albs = [lb for lb in of_type(resources, *LOAD_BALANCERS) if is_application(lb)]
+    alb_groups = _groups_used_by(albs, of_type(resources, SECURITY_GROUP), "securityGroups")
+    for ingress in collect_ingress(resources):
+        public = sorted(PUBLIC_CIDRS & set(ingress.cidrs))
+        if not public:
+            continue
+        single_web_port = (
+            ingress.protocol in ("tcp", "6")
+            and ingress.from_port == ingress.to_port
+            and ingress.from_port in allowed_ports
+        )
+        if ingress.group is not None and ingress.group.urn in {g.urn for g in alb_groups} and single_web_port:
+            continue
+        target = ingress.group.name if ingress.group is not None else "an unknown security group"
+        yield Violation(
+            f"{target} allows {ingress.describe()}: only the load balancer may be open to "
+            f"{'/'.join(public)}, on ports {sorted(allowed_ports)}",
+            ingress.declared_by.urn,
+        )
+
+
+def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Iterable[Violation]:
+    groups = of_type(resources, SECURITY_GROUP)
+    db_groups = _groups_used_by(of_type(resources, DB_INSTANCE), groups, "vpcSecurityGroupIds")
+    services = of_type(resources, ECS_SERVICE)
+    service_groups = [
+        g
+        for g in groups
+        if any(
+            g.urn in svc.property_dependencies.get("networkConfiguration", ())
+            or refers(first_block(svc.props.get("networkConfiguration")).get("securityGroups"), g)
+            for svc in services
+        )
+    ]
+    for ingress in collect_ingress(resources):
+        if ingress.group is None or ingress.group.urn not in {g.urn for g in db_groups}:
+            continue
+        from_service = any(ingress.allows_from(g) for g in service_groups)
+        opened_wider = ingress.cidrs or ingress.prefix_lists or ingress.self_referencing
+        if opened_wider or not from_service:
+            yield Violation(
+                f"database security group {ingress.group.name} allows {ingress.describe()}: "
+                "only the MLflow service's security group may reach the database",
+                ingress.declared_by.urn,
+            )
+
+
+RULES = (
+    Rule(
+        name="no-public-ingress",
+        description="No security group accepts traffic from 0.0.0.0/0 or ::/0, except the ALB on 80/443.",
+        enforcement="mandatory",
+        remediation="Restrict the rule to a security-group source; only the ALB's group may be public.",
+        config={
+            "allowedPublicPorts": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "default": [80, 443],
+                "description": "Ports the application load balancer may expose to the internet.",
+            }
+        },
+        check_stack=check_public_ingress,
+    ),
+    Rule(
+        name="database-ingress-from-service-only",
+        description="The database's security group only admits the MLflow service's security group.",
+        enforcement="mandatory",
+        remediation="Replace CIDR rules on the database group with one referencing the ECS service's group.",
+        check_stack=check_database_ingress,
+    ),
+)
