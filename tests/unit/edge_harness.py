@@ -141,3 +141,109 @@ def run_components(build: Callable[[], dict[str, Any] | None], *, stack: str = "
 
     program()
     return Run(resources=mocks.resources, calls=mocks.calls, outputs=resolved)
+
+
+SECRET_ARNS = {
+    name: f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:mlflow-stack/dev/{name.lower()}-AbCdEf"
+    for name in ("MLFLOW_STACK_DB_PASSWORD", "MLFLOW_STACK_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+}
+
+
+def sample_spec(image: pulumi.Input[str] = "example.com/mlflow:1", **overrides: Any) -> Any:
+    """A server spec with every contract setting, secrets as Secrets Manager ARNs."""
+    from infra.compute.spec import ServerSpec
+    from server import contract
+
+    fields: dict[str, Any] = {
+        "image": image,
+        "entrypoint": contract.ENTRYPOINT,
+        "command": contract.COMMAND,
+        "environment": {s.name: s.default or f"value-of-{s.name.lower()}" for s in contract.PLAIN_SETTINGS},
+        "secrets": dict(SECRET_ARNS),
+        "port": contract.CONTAINER_PORT,
+        "health_path": contract.HEALTH_PATH,
+        "cpu": 1024,
+        "memory": 2048,
+    }
+    return ServerSpec(**(fields | overrides))
+
+
+def build_edge(
+    *,
+    load_balancer: dict[str, Any] | None = None,
+    service: dict[str, Any] | None = None,
+    image: dict[str, Any] | None = None,
+    monitoring: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The edge, image, service and alarms wired together the way platform.py wires them,
+    with fixed stand-ins for the foundation (VPC, subnets, DB security group, roles)."""
+    from infra.compute.ecs import EcsService, EcsServiceArgs
+    from infra.compute.image import ServerImage, ServerImageArgs
+    from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+    from infra.monitoring import Monitoring, MonitoringArgs
+    from server import contract
+
+    edge = LoadBalancer(
+        "edge",
+        LoadBalancerArgs(
+            **{
+                "name_prefix": "mlflow-dev",
+                "vpc_id": "vpc-0123456789abcdef0",
+                "public_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"],
+                "domain_name": "mlflow.dev.example.com",
+                "target_port": contract.CONTAINER_PORT,
+                "health_path": contract.HEALTH_PATH,
+                "hosted_zone_id": "Z0123456789ABCDEFGHIJ",
+                **(load_balancer or {}),
+            }
+        ),
+    )
+    server_image = ServerImage("image", ServerImageArgs(**(image or {})))
+    compute = EcsService(
+        "compute",
+        EcsServiceArgs(
+            **{
+                "spec": sample_spec(image=server_image.image_ref),
+                "region": REGION,
+                "vpc_id": "vpc-0123456789abcdef0",
+                "private_subnet_ids": ["subnet-0bbbbbbbbbbbbbbb1", "subnet-0bbbbbbbbbbbbbbb2"],
+                "load_balancer_security_group_id": edge.security_group_id,
+                "target_group_arn": edge.target_group_arn,
+                "request_count_resource_label": pulumi.Output.concat(
+                    edge.arn_suffix, "/", edge.target_group_arn_suffix
+                ),
+                "database_security_group_id": "sg-0dddddddddddddddd",
+                "execution_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/mlflow-dev-execution",
+                "task_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/mlflow-dev-task",
+                "log_group_name": "/mlflow-stack/dev/server",
+                "log_retention_days": 14,
+                "min_tasks": 1,
+                "max_tasks": 2,
+                **(service or {}),
+            }
+        ),
+    )
+    alarms = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            **{
+                "account_id": ACCOUNT_ID,
+                "alb_arn_suffix": edge.arn_suffix,
+                "target_group_arn_suffix": edge.target_group_arn_suffix,
+                "ecs_cluster_name": compute.cluster_name,
+                "ecs_service_name": compute.service_name,
+                "db_instance_identifier": "mlflow-dev-db",
+                "db_allocated_storage_gb": 20,
+                "db_max_connections": 112,
+                **(monitoring or {}),
+            }
+        ),
+    )
+    return {
+        "url": edge.url,
+        "dns_name": edge.dns_name,
+        "cluster_name": compute.cluster_name,
+        "service_name": compute.service_name,
+        "image_ref": server_image.image_ref,
+        "topic_arn": alarms.topic_arn,
+    }
