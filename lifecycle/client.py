@@ -13,6 +13,7 @@ The password is held by the session and never appears in a repr, a log line or a
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ MLFLOW_CLIENT_ENV_VARS = (
     "MLFLOW_TRACKING_INSECURE_TLS",
     "MLFLOW_TRACKING_AUTH",
     "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
 )
 
 
@@ -315,10 +318,11 @@ class Connection:
     def mlflow_client_env(self) -> Iterator[None]:
         """Point the `mlflow` Python client (fluent API, MlflowClient, pyfunc loading) at this server.
 
-        Sets MLFLOW_TRACKING_URI/REGISTRY_URI/USERNAME/PASSWORD/SERVER_CERT_PATH for the duration of
-        the block, clears variables that would change auth or TLS (tokens, insecure TLS), also
-        overrides a tracking/registry URI set earlier with `mlflow.set_tracking_uri`, and restores
-        all of it afterwards. Process-wide state: do not use from several threads at once.
+        Sets MLFLOW_TRACKING_URI/REGISTRY_URI/USERNAME/PASSWORD/SERVER_CERT_PATH (and the client's
+        HTTP timeout and retries from this connection) for the duration of the block, clears
+        variables that would change auth or TLS (tokens, insecure TLS), also overrides a
+        tracking/registry URI set earlier with `mlflow.set_tracking_uri`, and restores all of it
+        afterwards. Process-wide state: do not use from several threads at once.
         """
         import mlflow
         from mlflow.tracking._model_registry import utils as registry_utils
@@ -334,6 +338,10 @@ class Connection:
             os.environ["MLFLOW_TRACKING_PASSWORD"] = self._password
             if self.ca_file:
                 os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = self.ca_file
+            # The client's own defaults (120 s, 7 retries with long backoff) would let one dead
+            # server stall a tool for many minutes; use this connection's budget instead.
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(math.ceil(self.timeout))
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.retries)
             mlflow.set_tracking_uri(self.url)
             mlflow.set_registry_uri(self.url)
             yield

@@ -13,6 +13,7 @@ sent to a server. This module never imports pulumi or infra/: it runs the Pulumi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -52,6 +53,11 @@ class ServerTarget:
     @property
     def redirect_url(self) -> str:
         return self.http_url or default_http_url(self.url)
+
+
+def with_http_url(target: ServerTarget, http_url: str) -> ServerTarget:
+    """The same target with an explicit plain-HTTP address for the redirect check."""
+    return dataclasses.replace(target, http_url=_check_url(http_url, "--http-url"))
 
 
 def default_http_url(url: str) -> str:
