@@ -544,7 +544,8 @@ def parse_stack_name(stack: str) -> tuple[str | None, str | None]:
 
 
 def _problem(key: str, what: str, fix: str) -> str:
-    return f"{CONFIG_NAMESPACE}:{key}: {what} — {fix}"
+    qualified = key if ":" in key else f"{CONFIG_NAMESPACE}:{key}"  # e.g. aws:region
+    return f"{qualified}: {what} — {fix}"
 
 
 def _fix_for(error: Mapping[str, Any], model: type[BaseModel], field: str | None) -> str:
