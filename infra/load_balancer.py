@@ -28,7 +28,7 @@ LB_NAME_LIMIT = 32
 class LoadBalancerArgs:
     name_prefix: str  # settings.name_prefix; ALB "<prefix>-alb", target group "<prefix>-tg" (<= 32 chars)
     vpc_id: pulumi.Input[str]
-    public_subnet_ids: pulumi.Input[Sequence[str]]  # the ALB's subnets (private ones when internal)
+    subnet_ids: pulumi.Input[Sequence[str]]  # public subnets; private ones for an internal ALB
     domain_name: str
     target_port: int
     health_path: str
@@ -130,7 +130,7 @@ class LoadBalancer(pulumi.ComponentResource):
             load_balancer_type="application",
             internal=not args.internet_facing,
             security_groups=[self.security_group.id],
-            subnets=args.public_subnet_ids,
+            subnets=args.subnet_ids,
             idle_timeout=args.idle_timeout_seconds,
             drop_invalid_header_fields=True,
             enable_deletion_protection=args.deletion_protection,

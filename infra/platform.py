@@ -8,12 +8,18 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.artifacts import Artifacts, ArtifactsArgs
+from infra.compute.ecs import EcsService, EcsServiceArgs
+from infra.compute.image import ServerImage, ServerImageArgs
+from infra.compute.spec import SecretRefs, build_server_spec
 from infra.database import Database, DatabaseArgs
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
+from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.monitoring import AlarmThresholds, Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.secrets import Secrets, SecretsArgs
 from infra.settings import Settings
 from infra.tags import aws_provider
+from server import contract
 
 # Days a deleted secret stays restorable; dev stacks are torn down and rebuilt often.
 SECRET_RECOVERY_DAYS = {"dev": 0, "staging": 7, "prod": 30}
@@ -33,10 +39,19 @@ class Platform:
     identity: Identity
     ecr_repository_name: str  # repository the compute component builds the image into
     log_group_name: str  # log group the compute component creates (the execution role may write it)
+    load_balancer: LoadBalancer
+    server_image: ServerImage
+    compute: EcsService
+    monitoring: Monitoring
 
     @property
     def artifacts_destination(self) -> pulumi.Output[str]:
-        return pulumi.Output.concat("s3://", self.artifacts.bucket_name, "/", self.artifacts.prefix)
+        return artifacts_destination(self.artifacts)
+
+
+def artifacts_destination(artifacts: Artifacts) -> pulumi.Output[str]:
+    """Where the server proxies artifacts to: s3://<bucket>/<prefix>."""
+    return pulumi.Output.concat("s3://", artifacts.bucket_name, "/", artifacts.prefix)
 
 
 def build_platform(settings: Settings) -> Platform:
@@ -123,6 +138,78 @@ def build_platform(settings: Settings) -> Platform:
         ),
         opts=with_provider,
     )
+    load_balancer = _load_balancer(settings, network, with_provider)
+    server_image = ServerImage(
+        f"{prefix}-image",
+        ServerImageArgs(
+            repository_name=ecr_repository_name,
+            prebuilt_image=settings.server.image,
+            # dev stacks are torn down and rebuilt; elsewhere pushed images outlive `destroy`.
+            force_delete_repository=settings.environment == "dev",
+        ),
+        opts=with_provider,
+    )
+    spec = build_server_spec(
+        settings,
+        image=server_image.image_ref,
+        db_host=database.endpoint,
+        db_port=pulumi.Output.from_input(database.port).apply(str),
+        db_name=database.db_name,
+        auth_db_name=contract.AUTH_DB_NAME.default or "mlflow_auth",
+        db_user=database.username,
+        artifacts_destination=artifacts_destination(artifacts),
+        secret_refs=SecretRefs(
+            secrets.db_password_secret_arn,
+            secrets.admin_password_secret_arn,
+            secrets.flask_secret_key_secret_arn,
+        ),
+    )
+    server = settings.server
+    compute = EcsService(
+        f"{prefix}-compute",
+        EcsServiceArgs(
+            name_prefix=prefix,
+            spec=spec,
+            region=settings.region,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.private_subnet_ids,
+            load_balancer_security_group_id=load_balancer.security_group_id,
+            target_group_arn=load_balancer.target_group_arn,
+            request_count_resource_label=pulumi.Output.concat(
+                load_balancer.arn_suffix, "/", load_balancer.target_group_arn_suffix
+            ),
+            database_security_group_id=database.security_group_id,
+            execution_role_arn=identity.execution_role_arn,
+            task_role_arn=identity.runtime_role_arn,
+            log_group_name=settings.log_group_name,
+            log_retention_days=server.log_retention_days,
+            min_tasks=server.min_replicas,
+            max_tasks=server.max_replicas,
+            target_cpu_percent=server.target_cpu_percent,
+            target_requests_per_target=server.target_requests_per_target,
+            scale_in_cooldown_seconds=server.scale_in_cooldown_seconds,
+            scale_out_cooldown_seconds=server.scale_out_cooldown_seconds,
+            health_check_grace_seconds=server.health_check_grace_seconds,
+        ),
+        opts=with_provider,
+    )
+    alarms = settings.alarms
+    monitoring = Monitoring(
+        f"{prefix}-monitoring",
+        MonitoringArgs(
+            account_id=caller.account_id,
+            alb_arn_suffix=load_balancer.arn_suffix,
+            target_group_arn_suffix=load_balancer.target_group_arn_suffix,
+            ecs_cluster_name=compute.cluster_name,
+            ecs_service_name=compute.service_name,
+            db_instance_identifier=database.instance_identifier,
+            db_allocated_storage_gb=settings.database.allocated_storage_gb,
+            db_max_connections=settings.database.max_connections,
+            thresholds=AlarmThresholds(**alarms.model_dump(exclude={"email"})),
+            email=alarms.email,
+        ),
+        opts=with_provider,
+    )
     return Platform(
         settings=settings,
         provider=provider,
@@ -134,6 +221,39 @@ def build_platform(settings: Settings) -> Platform:
         identity=identity,
         ecr_repository_name=ecr_repository_name,
         log_group_name=settings.log_group_name,
+        load_balancer=load_balancer,
+        server_image=server_image,
+        compute=compute,
+        monitoring=monitoring,
+    )
+
+
+def _load_balancer(settings: Settings, network: Network, opts: pulumi.ResourceOptions) -> LoadBalancer:
+    edge = settings.load_balancer
+    domain = settings.domain
+    return LoadBalancer(
+        f"{settings.name_prefix}-edge",
+        LoadBalancerArgs(
+            name_prefix=settings.name_prefix,
+            vpc_id=network.vpc_id,
+            # An internal ALB lives in the private subnets, next to the clients it serves.
+            subnet_ids=network.public_subnet_ids if edge.internet_facing else network.private_subnet_ids,
+            domain_name=domain.name,
+            target_port=contract.CONTAINER_PORT,
+            health_path=contract.HEALTH_PATH,
+            certificate_arn=domain.certificate_arn,
+            hosted_zone_id=domain.hosted_zone_id,
+            create_alias_record=domain.create_alias_record,
+            internet_facing=edge.internet_facing,
+            allowed_cidrs=tuple(edge.allowed_cidrs),
+            ssl_policy=edge.ssl_policy,
+            idle_timeout_seconds=edge.idle_timeout_seconds,
+            deregistration_delay_seconds=edge.deregistration_delay_seconds,
+            deletion_protection=edge.deletion_protection,
+            access_logs=edge.access_logs,
+            access_log_bucket_force_destroy=settings.artifacts.force_destroy,
+        ),
+        opts=opts,
     )
 
 
@@ -158,3 +278,12 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("runtimeRoleArn", platform.identity.runtime_role_arn)
     pulumi.export("executionRoleArn", platform.identity.execution_role_arn)
     pulumi.export("logGroupName", platform.log_group_name)
+    # The edge. `mlflow-stack smoke --stack <stack>` reads these names (lifecycle/credentials.py).
+    pulumi.export("tracking_url", platform.load_balancer.url)
+    pulumi.export("alb_dns_name", platform.load_balancer.dns_name)
+    pulumi.export("ecs_cluster_name", platform.compute.cluster_name)
+    pulumi.export("ecs_service_name", platform.compute.service_name)
+    pulumi.export("admin_username", settings.server.admin_username)
+    pulumi.export("admin_password_secret_arn", platform.secrets.admin_password_secret_arn)
+    pulumi.export("image_ref", platform.server_image.image_ref)
+    pulumi.export("alarm_topic_arn", platform.monitoring.topic_arn)

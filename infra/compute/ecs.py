@@ -31,6 +31,9 @@ MAX_HEALTH_START_PERIOD_SECONDS = 300
 
 @dataclass(frozen=True)
 class EcsServiceArgs:
+    # settings.name_prefix: cluster "<prefix>", service and task family "<prefix>-server". Fixed
+    # names, so operators, alarms and `mlflow-stack smoke` find them without looking them up.
+    name_prefix: str
     spec: ServerSpec
     region: str
     vpc_id: pulumi.Input[str]
@@ -214,6 +217,7 @@ class EcsService(pulumi.ComponentResource):
 
         self.cluster = aws.ecs.Cluster(
             f"{name}-cluster",
+            name=args.name_prefix,
             settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
             opts=child,
         )
@@ -238,7 +242,7 @@ class EcsService(pulumi.ComponentResource):
         )
         self.task_definition = aws.ecs.TaskDefinition(
             f"{name}-task",
-            family=f"{name}-server",
+            family=f"{args.name_prefix}-server",
             requires_compatibilities=["FARGATE"],
             network_mode="awsvpc",
             cpu=str(spec.cpu),
@@ -256,6 +260,7 @@ class EcsService(pulumi.ComponentResource):
 
         self.service = aws.ecs.Service(
             f"{name}-service",
+            name=f"{args.name_prefix}-server",
             cluster=self.cluster.arn,
             task_definition=self.task_definition.arn,
             launch_type="FARGATE",

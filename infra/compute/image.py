@@ -63,6 +63,8 @@ def lifecycle_policy(keep_images: int) -> str:
 
 @dataclass(frozen=True)
 class ServerImageArgs:
+    # The ECR repository to build into; fixed, because the execution role's pull permission names it.
+    repository_name: str | None = None
     prebuilt_image: str | None = None  # settings.server.image; None builds server/Dockerfile
     keep_images: int = 20
     force_delete_repository: bool = False  # dev stacks: let `pulumi destroy` drop pushed images
@@ -71,6 +73,8 @@ class ServerImageArgs:
     def __post_init__(self) -> None:
         if self.keep_images < 1:
             raise ValueError("server image: keep_images must be >= 1")
+        if self.prebuilt_image is None and not self.repository_name:
+            raise ValueError("server image: set repository_name (to build) or prebuilt_image")
 
 
 class ServerImage(pulumi.ComponentResource):
@@ -91,6 +95,7 @@ class ServerImage(pulumi.ComponentResource):
 
         self.repository = aws.ecr.Repository(
             f"{name}-repo",
+            name=args.repository_name,
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[

@@ -189,7 +189,7 @@ def build_edge(
             **{
                 "name_prefix": "mlflow-dev",
                 "vpc_id": "vpc-0123456789abcdef0",
-                "public_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"],
+                "subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"],
                 "domain_name": "mlflow.dev.example.com",
                 "target_port": contract.CONTAINER_PORT,
                 "health_path": contract.HEALTH_PATH,
@@ -198,11 +198,14 @@ def build_edge(
             }
         ),
     )
-    server_image = ServerImage("image", ServerImageArgs(**(image or {})))
+    server_image = ServerImage(
+        "image", ServerImageArgs(**{"repository_name": "mlflow-dev-server", **(image or {})})
+    )
     compute = EcsService(
         "compute",
         EcsServiceArgs(
             **{
+                "name_prefix": "mlflow-dev",
                 "spec": sample_spec(image=server_image.image_ref),
                 "region": REGION,
                 "vpc_id": "vpc-0123456789abcdef0",

@@ -157,7 +157,7 @@ def test_cluster_has_container_insights(run: Run) -> None:
 def test_autoscaling_tracks_cpu_and_requests_between_min_and_max(run: Run) -> None:
     target = run.one("aws:appautoscaling/target:Target").inputs
     assert (target["minCapacity"], target["maxCapacity"]) == (2, 6)
-    assert target["resourceId"] == "service/compute-cluster-1234567/compute-service-1234567"
+    assert target["resourceId"] == "service/mlflow-dev/mlflow-dev-server"
     assert target["scalableDimension"] == "ecs:service:DesiredCount"
 
     policies = {
@@ -187,6 +187,7 @@ def test_execute_command_can_be_switched_on_explicitly() -> None:
 def test_min_above_max_is_refused() -> None:
     with pytest.raises(ValueError, match="min_tasks"):
         EcsServiceArgs(
+            name_prefix="mlflow-dev",
             spec=sample_spec(),
             region="us-east-1",
             vpc_id="vpc-1",

@@ -20,7 +20,7 @@ def _args(**overrides: object) -> LoadBalancerArgs:
     fields: dict[str, object] = {
         "name_prefix": "mlflow-search-prod",
         "vpc_id": "vpc-0123456789abcdef0",
-        "public_subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"],
+        "subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"],
         "domain_name": "mlflow.search.example.com",
         "target_port": 8080,
         "health_path": "/health",
