@@ -15,6 +15,8 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "cli.local",
     "cli.smoke",
+    "cli.runs",
+    "cli.models",
 )
 
 

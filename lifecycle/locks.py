@@ -160,16 +160,31 @@ def _unavailable(table: str, error: Exception) -> LockUnavailable:
     )
 
 
-def dynamodb_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """A DynamoDB client from the usual AWS credential chain; `endpoint_url` only for the local stack."""
+def dynamodb_client(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    credentials: dict[str, str] | None = None,
+) -> Any:
+    """A DynamoDB client from the usual AWS credential chain and region.
+
+    `endpoint_url` and `credentials` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) are only for the
+    local stack's emulator, which accepts its own dummy keys.
+    """
     import boto3
 
-    session = boto3.session.Session(region_name=region)
-    if not session.region_name:
-        session = boto3.session.Session(region_name="us-east-1" if endpoint_url else None)
+    keys = credentials or {}
+    session = boto3.session.Session(
+        # AWS_REGION is what ECS and most CI runners set; not every botocore reads it.
+        region_name=region
+        or keys.get("AWS_DEFAULT_REGION")
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION"),
+        aws_access_key_id=keys.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
+    )
     if not session.region_name:
         raise LockUnavailable(
-            "no AWS region for the lock table: set AWS_REGION (or AWS_DEFAULT_REGION / a profile region)"
+            "no AWS region for the lock table: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
         )
     return session.client("dynamodb", endpoint_url=endpoint_url)
 
