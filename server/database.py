@@ -1,0 +1,202 @@
+"""PostgreSQL preparation: connection URIs, the auth database, and migrations run exactly once.
+
+Every replica runs `prepare_databases` before it serves. The work happens under one PostgreSQL
+session-level advisory lock, so when N replicas start together one of them migrates and the
+others wait, then find the schema at head and skip. MLflow on its own only guards its table
+creation with a file lock, which does nothing across containers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from server.settings import ServerSettings
+
+_logger = logging.getLogger("mlflow_stack.server")
+
+# Any constant works as long as every replica uses the same one; this is "mlflowstk" in ASCII
+# squeezed into a signed 64-bit key, so it will not collide with locks other software takes.
+MIGRATION_LOCK_KEY = 0x6D6C666C6F777374
+CONNECT_TIMEOUT_SECONDS = 10
+# RDS can still be finishing a reboot when a task starts; the local stack's PostgreSQL may be a
+# second behind. Retry connecting this long before giving up with a clear error.
+CONNECT_RETRY_SECONDS = 60.0
+
+
+_PERMANENT_ERRORS = ("password authentication failed", "does not exist", "no pg_hba.conf entry")
+
+
+class DatabaseUnavailable(RuntimeError):
+    pass
+
+
+def sqlalchemy_uri(settings: ServerSettings, database: str) -> str:
+    """`postgresql+psycopg://` URI with user and password percent-quoted.
+
+    Quoting with safe="" matters: a password containing `@`, `:`, `/`, `%`, `#` or `?` would
+    otherwise be parsed as part of the host, path or query.
+    """
+    user = quote(settings.db_user, safe="")
+    password = quote(settings.db_password, safe="")
+    return (
+        f"postgresql+psycopg://{user}:{password}@{settings.db_host}:{settings.db_port}/{database}"
+        f"?sslmode={settings.db_sslmode}&connect_timeout={CONNECT_TIMEOUT_SECONDS}"
+    )
+
+
+def _connect(settings: ServerSettings, database: str) -> psycopg.Connection:
+    """Connect with keyword arguments (no URI), so the password needs no quoting at all here."""
+    deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+    while True:
+        try:
+            return psycopg.connect(
+                host=settings.db_host,
+                port=settings.db_port,
+                dbname=database,
+                user=settings.db_user,
+                password=settings.db_password,
+                sslmode=settings.db_sslmode,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                autocommit=True,
+                application_name="mlflow-stack-entrypoint",
+            )
+        except psycopg.OperationalError as exc:
+            # A wrong password or a missing database will not fix itself by waiting.
+            permanent = any(m in str(exc) for m in _PERMANENT_ERRORS)
+            if permanent or time.monotonic() >= deadline:
+                # psycopg's message names host, port, user and the reason; it never includes the password.
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL database {database!r} at "
+                    f"{settings.db_host}:{settings.db_port} "
+                    f"as {settings.db_user!r}: {exc}".strip()
+                ) from exc
+            time.sleep(1.0)
+
+
+@contextmanager
+def migration_lock(conn: psycopg.Connection) -> Iterator[None]:
+    """Hold the cluster-wide advisory lock; released on exit or when the session dies."""
+    started = time.monotonic()
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    waited = time.monotonic() - started
+    if waited > 0.5:
+        _logger.info("waited %.1fs for another replica to finish preparing the databases", waited)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def ensure_database(conn: psycopg.Connection, name: str) -> bool:
+    """Create database `name` if missing (needs CREATEDB, which the RDS master user has)."""
+    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists:
+        return False
+    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return True
+
+
+@dataclass(frozen=True)
+class PreparationReport:
+    auth_database_created: bool
+    tracking_migrated: bool
+    auth_migrated: bool
+    tracking_revision: str
+    auth_revision: str
+
+
+def _migrate_tracking(uri: str) -> tuple[bool, str | None, str]:
+    """Bring the tracking + registry schema to head; (migrated?, revision before, revision after)."""
+    from mlflow.store.db import utils as db_utils
+
+    engine = db_utils.create_sqlalchemy_engine(uri)
+    try:
+        head = db_utils._get_latest_schema_revision()
+        current = db_utils._get_schema_version(engine)
+        if current == head and db_utils._all_tables_exist(engine):
+            return False, current, head
+        if db_utils._is_empty_database(engine):
+            # The same path MLflow takes on a fresh database: create the initial tables, then upgrade.
+            db_utils._initialize_tables(engine)
+        else:
+            db_utils._upgrade_db(engine)
+        return True, current, db_utils._get_schema_version(engine)
+    finally:
+        engine.dispose()
+
+
+def _migrate_auth(uri: str) -> tuple[bool, str | None, str]:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db import utils as auth_db_utils
+    from mlflow.store.db.utils import create_sqlalchemy_engine
+
+    engine = create_sqlalchemy_engine(uri)
+    try:
+        config = auth_db_utils._get_alembic_config(engine.url.render_as_string(hide_password=False))
+        head = ScriptDirectory.from_config(config).get_current_head()
+
+        def current_revision() -> str | None:
+            with engine.connect() as conn:
+                context = MigrationContext.configure(conn, opts={"version_table": "alembic_version_auth"})
+                return context.get_current_revision()
+
+        before = current_revision()
+        if before == head:
+            return False, before, head
+        auth_db_utils.migrate(engine, "head")
+        after = current_revision()
+        assert after is not None
+        return True, before, after
+    finally:
+        engine.dispose()
+
+
+def _bootstrap_admin() -> None:
+    """Create the admin user under the lock, so concurrent replicas never race to insert it."""
+    from mlflow.server import auth
+
+    auth.bootstrap_admin_user()
+
+
+def prepare_databases(settings: ServerSettings) -> PreparationReport:
+    """Create the auth DB if missing and migrate both schemas, once across all replicas."""
+    conn = _connect(settings, settings.db_name)
+    try:
+        with migration_lock(conn):
+            created = ensure_database(conn, settings.auth_db_name)
+            if created:
+                _logger.info("created auth database %r", settings.auth_db_name)
+            tracking_migrated, tracking_before, tracking_rev = _migrate_tracking(
+                sqlalchemy_uri(settings, settings.db_name)
+            )
+            auth_migrated, auth_before, auth_rev = _migrate_auth(
+                sqlalchemy_uri(settings, settings.auth_db_name)
+            )
+            _bootstrap_admin()
+    finally:
+        conn.close()
+    # These two lines are the contract the concurrency test counts: exactly one replica says MIGRATED.
+    for label, migrated, before, after in (
+        ("tracking", tracking_migrated, tracking_before, tracking_rev),
+        ("auth", auth_migrated, auth_before, auth_rev),
+    ):
+        if migrated:
+            _logger.info("%s database: MIGRATED from %s to %s", label, before or "empty", after)
+        else:
+            _logger.info("%s database: already at %s, migration skipped", label, after)
+    return PreparationReport(
+        auth_database_created=created,
+        tracking_migrated=tracking_migrated,
+        auth_migrated=auth_migrated,
+        tracking_revision=tracking_rev,
+        auth_revision=auth_rev,
+    )

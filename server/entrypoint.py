@@ -1,0 +1,94 @@
+"""`python -m server.entrypoint serve --app-name basic-auth` — how every replica starts.
+
+Order matters, and each step fails before the next one can half-start something:
+1. validate every setting (stdlib only, sub-second) — one error listing all problems, exit 2;
+2. write the basic-auth config into a private 0600 file;
+3. under a PostgreSQL advisory lock: create the auth database, migrate both schemas, create the
+   admin user — exactly once across any number of replicas;
+4. run `mlflow server --app-name basic-auth` (uvicorn workers) in this process.
+
+Step 4 calls MLflow's own `server` command in-process rather than exec-ing a new `mlflow`
+process: the behaviour is the same command, but it saves re-importing MLflow (~5 s of CPU per
+replica start) and keeps the DB password off any command line. MLflow's command installs its own
+SIGTERM/SIGINT forwarding to the uvicorn supervisor, so container stop signals still work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from server import contract
+from server.settings import SettingsError, load_settings
+
+_logger = logging.getLogger("mlflow_stack.server")
+EXIT_BAD_SETTINGS = 2
+EXIT_DATABASE = 3
+SUPPORTED_APPS = ("basic-auth",)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [mlflow-stack] %(levelname)s %(message)s"))
+    _logger.addHandler(handler)
+    _logger.setLevel(logging.INFO)
+    _logger.propagate = False
+
+
+def _drop_secret_variables() -> None:
+    """Secrets injected as env vars (ECS task `secrets`) are not needed by the worker processes
+    (they get the auth config file and the store URI), so they do not inherit them."""
+    for setting in (contract.DB_PASSWORD, contract.ADMIN_PASSWORD):
+        os.environ.pop(setting.name, None)
+
+
+def serve(app_name: str) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+
+    # Imported after validation: these pull in psycopg (and later MLflow), which a bad setting
+    # should not have to wait for.
+    from server.auth_config import write_auth_config
+    from server.command import redacted, server_arguments, server_environment
+    from server.database import DatabaseUnavailable, prepare_databases
+
+    auth_config_path = write_auth_config(settings)
+    os.environ.update(server_environment(settings, str(auth_config_path)))
+    _drop_secret_variables()
+    try:
+        prepare_databases(settings)
+    except DatabaseUnavailable as exc:
+        _logger.error("%s", exc)
+        return EXIT_DATABASE
+
+    arguments = server_arguments(settings, app_name)
+    _logger.info("starting: mlflow %s", " ".join(redacted(arguments, settings)))
+    from mlflow.cli import cli
+
+    # standalone_mode=False returns the command's result instead of calling sys.exit itself,
+    # so the exit code is ours to return; MLflow's own sys.exit calls still propagate.
+    result = cli.main(args=arguments, prog_name="mlflow", standalone_mode=False)
+    return int(result or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server.entrypoint", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    serve_parser = subparsers.add_parser("serve", help="validate settings, prepare the databases, run MLflow")
+    serve_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    return serve(args.app_name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

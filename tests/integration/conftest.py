@@ -1,0 +1,72 @@
+"""The shared local stack for integration tests.
+
+`local_stack` (session scope) starts a fresh stack — real PostgreSQL, S3/DynamoDB emulator, two
+MLflow replicas, Caddy with TLS — in a temporary state dir on free ports, yields its
+`LocalStackInfo`, and stops it (by PID) at the end. Interface, stable for every test that uses it:
+
+    info.url              https://localhost:<port>  (TLS by Caddy's internal CA)
+    info.http_url         http://localhost:<port>   (redirects to url)
+    info.username         the basic-auth admin
+    info.password         the admin password (read from info.password_file)
+    info.ca_file          PEM of the CA to trust
+    info.s3_endpoint_url  the emulator (dummy credentials: local.s3_emulator.DUMMY_CREDENTIALS)
+    info.lock_table       DynamoDB table on the emulator (lock_id S, TTL expires_at)
+    info.state_dir        logs/, secrets/, state.json
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.processes import port_in_use
+from local.stack import LocalStack, LocalStackInfo, Ports
+
+REPLICAS = 2
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(replicas: int = REPLICAS) -> Ports:
+    """Ports nobody is using right now: ephemeral ones for singles, a free run for the replicas."""
+    singles: set[int] = set()
+    while len(singles) < 4:
+        singles.add(_free_port())
+    rng = random.Random()  # noqa: S311 - picking test ports, not secrets
+    for _ in range(200):
+        base = rng.randrange(20000, 30000)
+        candidates = range(base, base + replicas)
+        if not any(p in singles or port_in_use(p) for p in candidates):
+            https, http, postgres, s3 = sorted(singles)
+            return Ports(https=https, http=http, postgres=postgres, s3=s3, replica_base=base)
+    raise RuntimeError("no run of free ports found for the replicas")
+
+
+def new_state_dir(prefix: str = "mlflow-stack-test-") -> Path:
+    # Directly under the system temp dir: when tests run as root, PostgreSQL runs as an
+    # unprivileged user that must be able to traverse every parent of the state dir
+    # (pytest's tmp_path lives under a 0700 directory).
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStackInfo]:
+    state_dir = new_state_dir()
+    stack = LocalStack(state_dir, replicas=REPLICAS, ports=free_ports())
+    # A failed `up` stops what it started itself and keeps state_dir, whose logs its error names.
+    info = stack.up()
+    try:
+        yield info
+    finally:
+        stack.down()
+        shutil.rmtree(state_dir, ignore_errors=True)
