@@ -94,6 +94,7 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{name}-sg",
             description="MLflow ALB: HTTPS (and the HTTP redirect) from the allowed CIDRs only",
             vpc_id=args.vpc_id,
+            tags={"Name": args.alb_name},
             # No inline rules: each rule is its own resource below, so nothing is implicitly open.
             opts=child,
         )

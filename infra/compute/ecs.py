@@ -152,6 +152,7 @@ class EcsService(pulumi.ComponentResource):
             f"{name}-sg",
             description="MLflow tasks: the container port from the load balancer only",
             vpc_id=args.vpc_id,
+            tags={"Name": f"{args.name_prefix}-server"},
             opts=child,
         )
         aws.vpc.SecurityGroupIngressRule(

@@ -1,0 +1,303 @@
+"""The edge, compute and alarms of every real stack file, through the whole program (`run_program`).
+
+Generic rules run for every stacks/Pulumi.*.yaml; the per-preset numbers are spelt out for the
+stack files this repository ships, so a preset change is a visible diff here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings
+from server import contract
+
+STACK_DIR = Path(__file__).resolve().parents[2] / "stacks"
+STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACK_DIR.glob("Pulumi.*.yaml"))
+
+LISTENER = "aws:lb/listener:Listener"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+SERVICE = "aws:ecs/service:Service"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+WORLD = {"0.0.0.0/0", "::/0"}
+SMOKE_OUTPUTS = (
+    "tracking_url",
+    "alb_dns_name",
+    "ecs_cluster_name",
+    "ecs_service_name",
+    "admin_username",
+    "admin_password_secret_arn",
+    "region",
+)
+
+# (min, max) tasks, log retention days, ALB deletion protection + access logs, as the presets and
+# stack files set them.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "dev": {"tasks": (1, 2), "log_days": 14, "alb_protected": False},
+    "staging": {"tasks": (2, 4), "log_days": 30, "alb_protected": False},
+    "prod": {"tasks": (2, 6), "log_days": 90, "alb_protected": True},
+    "search-prod": {"tasks": (2, 4), "log_days": 90, "alb_protected": True},
+}
+
+GraphFor = Callable[[str], ResourceGraph]
+
+
+def _container(graph: ResourceGraph) -> dict[str, Any]:
+    [container] = json.loads(graph.one(TASK).get("containerDefinitions"))
+    return container
+
+
+def _listener(graph: ResourceGraph, port: int) -> dict[str, Any]:
+    [listener] = [r.inputs for r in graph.of_type(LISTENER) if r.inputs["port"] == port]
+    return listener
+
+
+def test_the_shipped_stack_files_are_the_ones_with_expectations() -> None:
+    assert set(STACKS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_https_listener_has_tls13_policy_and_the_stack_certificate(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    https = _listener(graph, 443)
+    assert https["protocol"] == "HTTPS"
+    assert https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    domain = graph.config["mlflow-stack:domain"]
+    if "certificateArn" in domain:
+        assert https["certificateArn"] == domain["certificateArn"]
+        assert not graph.of_type("aws:acm/certificate:Certificate")
+    else:
+        validated = graph.one("aws:acm/certificateValidation:CertificateValidation")
+        assert https["certificateArn"] == validated.inputs["certificateArn"]
+        assert graph.one("aws:acm/certificate:Certificate").inputs["domainName"] == domain["name"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_http_listener_is_redirect_only(stack_graph: GraphFor, stack: str) -> None:
+    [action] = _listener(stack_graph(stack), 80)["defaultActions"]
+    assert action == {
+        "type": "redirect",
+        "redirect": {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"},
+    }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_target_group_health_checks_the_server_health_path(stack_graph: GraphFor, stack: str) -> None:
+    group = stack_graph(stack).one("aws:lb/targetGroup:TargetGroup")
+    assert group.get("healthCheck.path") == contract.HEALTH_PATH == "/health"
+    assert group.get("targetType") == "ip"
+    assert group.get("port") == contract.CONTAINER_PORT
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_service_has_no_public_ip(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    service = graph.one(SERVICE)
+    assert service.get("networkConfiguration.assignPublicIp") is False
+    assert service.get("networkConfiguration.subnets") == graph.outputs["privateSubnetIds"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_autoscaling_per_preset_with_both_tracking_policies(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    target = graph.one("aws:appautoscaling/target:Target")
+    assert (target.get("minCapacity"), target.get("maxCapacity")) == EXPECTED[stack]["tasks"]
+    assert target.get("resourceId") == (
+        f"service/{graph.outputs['ecs_cluster_name']}/{graph.outputs['ecs_service_name']}"
+    )
+    metrics = sorted(
+        p.get("targetTrackingScalingPolicyConfiguration.predefinedMetricSpecification.predefinedMetricType")
+        for p in graph.of_type("aws:appautoscaling/policy:Policy")
+    )
+    assert metrics == ["ALBRequestCountPerTarget", "ECSServiceAverageCPUUtilization"]
+    assert graph.one(SERVICE).get("desiredCount") == EXPECTED[stack]["tasks"][0]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_passwords_and_flask_key_reach_the_task_only_as_secret_references(
+    stack_graph: GraphFor, stack: str
+) -> None:
+    graph = stack_graph(stack)
+    container = _container(graph)
+    by_role = {r.name.rsplit("-secrets-", 1)[1]: r for r in graph.of_type("aws:secretsmanager/secret:Secret")}
+    stored_arns = {
+        contract.DB_PASSWORD.name: graph.outputs["dbPasswordSecretArn"],
+        contract.ADMIN_PASSWORD.name: graph.outputs["admin_password_secret_arn"],
+        contract.FLASK_SECRET_KEY.name: graph.outputs["flaskSecretKeySecretArn"],
+    }
+    assert {s["name"]: s["valueFrom"] for s in container["secrets"]} == stored_arns
+    assert set(by_role) == {"db-password", "admin-password", "flask-secret-key"}
+    plain_names = {e["name"] for e in container["environment"]}
+    assert plain_names == {s.name for s in contract.PLAIN_SETTINGS}
+    assert not plain_names & {s.name for s in contract.SECRET_SETTINGS}
+    # The generated values themselves appear nowhere outside a Pulumi secret: not in the task
+    # definition, not in any other input, not in the stack outputs.
+    assert SECRET_SENTINEL not in graph.one(TASK).get("containerDefinitions")
+    leaks = [
+        r.name for r in graph.resources if any(SECRET_SENTINEL in s for s in iter_plain_strings(r.inputs))
+    ]
+    assert leaks == []
+    assert not any(SECRET_SENTINEL in s for s in iter_plain_strings(graph.outputs))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_the_alb_is_open_to_the_internet_and_only_on_80_and_443(
+    stack_graph: GraphFor, stack: str
+) -> None:
+    graph = stack_graph(stack)
+    alb_group = graph.named(f"{_prefix(graph)}-edge-sg").id
+    world_rules = [
+        r.inputs
+        for r in graph.of_type(INGRESS)
+        if {r.inputs.get("cidrIpv4"), r.inputs.get("cidrIpv6")} & WORLD
+    ]
+    assert all(rule["securityGroupId"] == alb_group for rule in world_rules)
+    assert {(rule["fromPort"], rule["toPort"]) for rule in world_rules} <= {(80, 80), (443, 443)}
+    allowed = graph.config.get("mlflow-stack:loadBalancer", {}).get("allowedCidrs", ["0.0.0.0/0"])
+    alb_cidrs = {r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6") for r in graph.of_type(INGRESS)}
+    assert alb_cidrs - {None} == set(allowed)
+    for group in graph.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        for rule in group.get("ingress", []) or []:
+            assert not set(rule.get("cidrBlocks", [])) & WORLD, group.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_database_is_reachable_only_from_the_service(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    prefix = _prefix(graph)
+    db_group = graph.named(f"{prefix}-database-sg").id
+    service_group = graph.named(f"{prefix}-compute-sg").id
+    rules = [r.inputs for r in graph.of_type(INGRESS) if r.inputs["securityGroupId"] == db_group]
+    assert [(r.get("referencedSecurityGroupId"), r["fromPort"], r.get("cidrIpv4")) for r in rules] == [
+        (service_group, 5432, None)
+    ]
+    assert graph.one(SERVICE).get("networkConfiguration.securityGroups") == [service_group]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    log_group = graph.named(f"{_prefix(graph)}-compute-logs")
+    assert log_group.get("name") == f"/mlflow-stack/{stack}/server" == graph.outputs["logGroupName"]
+    assert log_group.get("retentionInDays") == EXPECTED[stack]["log_days"]
+    assert _container(graph)["logConfiguration"]["options"]["awslogs-group"] == log_group.get("name")
+    execution_policy = next(
+        r for r in graph.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.endswith("execution-policy")
+    )
+    assert f"log-group:{log_group.get('name')}" in execution_policy.get("policy")
+    task = graph.one(TASK)
+    assert task.get("executionRoleArn") == graph.outputs["executionRoleArn"]
+    assert task.get("taskRoleArn") == graph.outputs["runtimeRoleArn"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_image_is_built_into_the_repository_the_execution_role_may_pull(
+    stack_graph: GraphFor, stack: str
+) -> None:
+    graph = stack_graph(stack)
+    prebuilt = graph.config.get("mlflow-stack:server", {}).get("image")
+    container = _container(graph)
+    if prebuilt:
+        assert container["image"] == prebuilt
+        assert not graph.of_type("aws:ecr/repository:Repository")
+        assert not graph.of_type("docker-build:index:Image")
+        return
+    repository = graph.one("aws:ecr/repository:Repository")
+    assert repository.get("name") == f"{_prefix(graph)}-server"
+    assert container["image"].startswith(repository.get("name"), container["image"].index("/") + 1)
+    execution_policy = next(
+        r for r in graph.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.endswith("execution-policy")
+    )
+    assert f"repository/{repository.get('name')}" in execution_policy.get("policy")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alb_protection_and_access_logs_follow_the_preset(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    alb = graph.one("aws:lb/loadBalancer:LoadBalancer")
+    protected = EXPECTED[stack]["alb_protected"]
+    assert alb.get("enableDeletionProtection") is protected
+    assert alb.get("dropInvalidHeaderFields") is True
+    # Access logs come with prod's preset, into the edge's own locked-down bucket.
+    log_bucket = [
+        r for r in graph.of_type("aws:s3/bucket:Bucket") if r.name == f"{_prefix(graph)}-edge-access-logs"
+    ]
+    if protected:
+        assert alb.get("accessLogs.enabled") is True
+        assert alb.get("accessLogs.bucket") == log_bucket[0].id
+    else:
+        assert alb.get("accessLogs") is None
+        assert log_bucket == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_alarms_use_the_configured_thresholds(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    alarms = {r.name.removeprefix(f"{_prefix(graph)}-monitoring-"): r for r in graph.of_type(ALARM)}
+    configured = graph.config.get("mlflow-stack:alarms", {})
+    assert alarms["p95-latency"].get("threshold") == configured.get("p95LatencyMs", 500) / 1000
+    assert alarms["5xx-rate"].get("threshold") == configured.get("http5xxPercent", 5)
+    assert set(alarms) == {
+        "p95-latency",
+        "5xx-rate",
+        "unhealthy-hosts",
+        "no-healthy-hosts",
+        "rds-cpu",
+        "rds-free-storage",
+        "rds-connections",
+        "ecs-cpu",
+        "ecs-memory",
+    }
+    topic_arn = graph.outputs["alarm_topic_arn"]
+    assert all(a.get("alarmActions") == [topic_arn] == a.get("okActions") for a in alarms.values())
+    database = graph.one("aws:rds/instance:Instance")
+    assert alarms["rds-free-storage"].get("threshold") == database.get("allocatedStorage") * 1024**3 * 0.1
+    assert alarms["rds-connections"].get("dimensions") == {"DBInstanceIdentifier": database.get("identifier")}
+    subscription = graph.one("aws:sns/topicSubscription:TopicSubscription")
+    assert subscription.get("endpoint") == configured["email"]
+
+
+def test_staging_alarm_override_reaches_the_alarm(stack_graph: GraphFor) -> None:
+    [latency] = [r for r in stack_graph("staging").of_type(ALARM) if r.name.endswith("p95-latency")]
+    assert latency.get("threshold") == 0.8
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_outputs_tell_smoke_where_the_stack_is(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    outputs = graph.outputs
+    assert set(SMOKE_OUTPUTS) <= set(outputs)
+    assert outputs["tracking_url"] == f"https://{graph.config['mlflow-stack:domain']['name']}"
+    assert outputs["alb_dns_name"].endswith(".elb.amazonaws.com")
+    assert outputs["ecs_cluster_name"] == _prefix(graph)
+    assert outputs["ecs_service_name"] == f"{_prefix(graph)}-server"
+    assert outputs["admin_username"] == graph.config.get("mlflow-stack:server", {}).get(
+        "adminUsername", "admin"
+    )
+    assert outputs["admin_password_secret_arn"].startswith("arn:aws:secretsmanager:")
+    assert outputs["region"] == graph.config["aws:region"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_edge_resources_use_the_stack_provider(stack_graph: GraphFor, stack: str) -> None:
+    """The explicit provider carries the region and the required tags to every edge resource."""
+    graph = stack_graph(stack)
+    prefix = _prefix(graph)
+    mine = [
+        r
+        for r in graph.resources
+        if r.type.startswith("aws:")
+        and r.name.startswith(tuple(f"{prefix}-{c}" for c in ("edge", "compute", "image", "monitoring")))
+    ]
+    assert len(mine) > 30
+    providers = {r.provider.split("::")[3] if r.provider else None for r in mine}
+    assert providers == {f"{prefix}-aws"}
+
+
+def _prefix(graph: ResourceGraph) -> str:
+    return f"mlflow-{graph.stack}"
