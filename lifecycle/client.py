@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
 if TYPE_CHECKING:
@@ -110,6 +111,13 @@ def _error_from_exception(exc: requests.RequestException, endpoint: str, method:
     return MlflowApiError(
         0, "CONNECTION_FAILED", f"could not connect ({exc.__class__.__name__}: {exc})", endpoint, method
     )
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 class Connection:
@@ -238,7 +246,9 @@ class Connection:
                 # A certificate problem does not heal by retrying.
                 raise _error_from_exception(exc, path, method) from exc
             except requests.RequestException as exc:
-                if last_try:
+                # Failed connects were already retried by the adapter; only a dropped or timed-out
+                # exchange of an idempotent call gets another round here.
+                if last_try or _never_connected(exc):
                     raise _error_from_exception(exc, path, method) from exc
             else:
                 if response.status_code not in RETRY_STATUSES or last_try:

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 
-from lifecycle.client import DEFAULT_TIMEOUT_SECONDS, Connection, MlflowApiError
+from lifecycle.client import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, Connection, MlflowApiError
 from lifecycle.credentials import ServerTarget
 from lifecycle.smoke_checks import (
     ARTIFACTS_ENDPOINT,
@@ -180,6 +180,7 @@ def run_smoke(
     target: ServerTarget,
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    retries: int = DEFAULT_RETRIES,
     keep: bool = False,
     smoke_id: str | None = None,
     checks: Iterable[Check] = CHECKS,
@@ -189,7 +190,9 @@ def run_smoke(
     notify = on_result or (lambda _result: None)
     report = SmokeReport(url=target.url, source=target.source, smoke_id=smoke_id or new_smoke_id(), kept=keep)
     started = time.monotonic()
-    with Connection.from_target(target, timeout=timeout) as conn:
+    with Connection(
+        target.url, target.username, target.password, target.ca_file, timeout=timeout, retries=retries
+    ) as conn:
         ctx = SmokeContext(target=target, conn=conn, smoke_id=report.smoke_id, timeout=timeout)
         passed: set[str] = set()
         try:

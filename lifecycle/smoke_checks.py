@@ -158,8 +158,11 @@ def _probe_legacy_tls(host: str, port: int, timeout: float) -> str:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        context.minimum_version = ssl.TLSVersion.TLSv1_1
-        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        with warnings.catch_warnings():
+            # Python deprecates TLSv1_1 precisely because it is insecure; here it is the point.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1_1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
         # Let this machine's OpenSSL offer the old protocol at all (its default level forbids it).
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
     except (ValueError, ssl.SSLError):
