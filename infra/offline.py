@@ -80,13 +80,21 @@ class ResourceGraph:
     outputs: dict[str, Any] = field(default_factory=dict)
     error: SettingsError | None = None
 
-    def of_type(self, type_token: str) -> list[RegisteredResource]:
-        return [resource for resource in self.resources if resource.type == type_token]
+    def of_type(self, type_token: str, *, parent: str | None = None) -> list[RegisteredResource]:
+        """Resources of one type; `parent` keeps only the children of that component."""
+        return [
+            resource
+            for resource in self.resources
+            if resource.type == type_token and (parent is None or resource.parent_name == parent)
+        ]
 
-    def one(self, type_token: str) -> RegisteredResource:
-        matches = self.of_type(type_token)
+    def one(self, type_token: str, *, parent: str | None = None) -> RegisteredResource:
+        matches = self.of_type(type_token, parent=parent)
         if len(matches) != 1:
-            raise LookupError(f"expected one {type_token}, found {len(matches)}: {[r.name for r in matches]}")
+            where = f" under {parent}" if parent else ""
+            raise LookupError(
+                f"expected one {type_token}{where}, found {len(matches)}: {[r.name for r in matches]}"
+            )
         return matches[0]
 
     def named(self, name: str) -> RegisteredResource:
@@ -122,17 +130,22 @@ def iter_plain_strings(value: Any) -> Iterator[str]:
             yield from iter_plain_strings(item)
 
 
+def _stack_directory(stack_dir: str | Path) -> Path:
+    directory = Path(stack_dir)
+    return directory if directory.is_absolute() else REPO_ROOT / directory
+
+
+def list_stacks(stack_dir: str | Path = "stacks") -> list[str]:
+    """Stack names that have a stacks/Pulumi.<stack>.yaml file."""
+    paths = _stack_directory(stack_dir).glob("Pulumi.*.yaml")
+    return sorted(path.name.removeprefix("Pulumi.").removesuffix(".yaml") for path in paths)
+
+
 def load_stack_config(stack: str, stack_dir: str | Path = "stacks") -> dict[str, Any]:
     """The `config:` map of stacks/Pulumi.<stack>.yaml, keys fully qualified (`mlflow-stack:x`)."""
-    directory = Path(stack_dir)
-    if not directory.is_absolute():
-        directory = REPO_ROOT / directory
-    path = directory / f"Pulumi.{stack}.yaml"
+    path = _stack_directory(stack_dir) / f"Pulumi.{stack}.yaml"
     if not path.is_file():
-        available = sorted(
-            p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in directory.glob("Pulumi.*.yaml")
-        )
-        raise FileNotFoundError(f"no stack file {path}; stacks here: {', '.join(available)}")
+        raise FileNotFoundError(f"no stack file {path}; stacks here: {', '.join(list_stacks(stack_dir))}")
     document = yaml.safe_load(path.read_text()) or {}
     config = document.get("config") or {}
     return {_qualify(key): value for key, value in config.items()}

@@ -6,16 +6,10 @@ Each stack's graph is built once per session: running the program is the slow pa
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from infra.offline import ResourceGraph, run_program
-
-STACK_DIR = Path(__file__).resolve().parents[2] / "stacks"
-STACK_FILES = sorted(
-    path.name.removeprefix("Pulumi.").removesuffix(".yaml") for path in STACK_DIR.glob("Pulumi.*.yaml")
-)
 
 
 @pytest.fixture(scope="session")
