@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.smoke",
     "cli.runs",
     "cli.models",
+    "cli.preview",
 )
 
 
