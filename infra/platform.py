@@ -9,8 +9,8 @@ import pulumi_aws as aws
 
 from infra.artifacts import Artifacts, ArtifactsArgs
 from infra.compute.ecs import EcsService, EcsServiceArgs
-from infra.compute.image import ServerImage, ServerImageArgs
-from infra.compute.spec import SecretRefs, build_server_spec
+from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only
+from infra.compute.spec import SCRATCH_PATH, SecretRefs, build_server_spec
 from infra.database import Database, DatabaseArgs
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
@@ -163,6 +163,8 @@ def build_platform(settings: Settings) -> Platform:
             secrets.admin_password_secret_arn,
             secrets.flask_secret_key_secret_arn,
         ),
+        # A prebuilt image is expected to come from the same server/Dockerfile (e.g. built by CI).
+        read_only_root=image_can_run_read_only(SCRATCH_PATH),
     )
     server = settings.server
     compute = EcsService(

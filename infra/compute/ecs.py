@@ -77,6 +77,11 @@ def container_definitions(
 ) -> list[dict[str, Any]]:
     """The task's container definitions (RegisterTaskDefinition shape), from resolved values."""
     health_url = f"http://127.0.0.1:{spec.port}{spec.health_path}"
+    scratch = (
+        [{"sourceVolume": SCRATCH_VOLUME, "containerPath": spec.scratch_path, "readOnly": False}]
+        if spec.read_only_root
+        else []
+    )
     return [
         {
             "name": CONTAINER_NAME,
@@ -86,10 +91,8 @@ def container_definitions(
             # `--app-name basic-auth` stays visible here for reviewers and the policy pack.
             "command": list(spec.command),
             "user": spec.user,
-            "readonlyRootFilesystem": True,
-            "mountPoints": [
-                {"sourceVolume": SCRATCH_VOLUME, "containerPath": spec.scratch_path, "readOnly": False}
-            ],
+            "readonlyRootFilesystem": spec.read_only_root,
+            "mountPoints": scratch,
             "portMappings": [
                 {
                     "name": "http",
@@ -253,8 +256,8 @@ class EcsService(pulumi.ComponentResource):
             ),
             execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn,
-            # A task-scoped (bind-mount) volume: the only writable path in the container.
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
+            # A task-scoped (bind-mount) volume: the only writable path of a read-only container.
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if spec.read_only_root else [],
             container_definitions=definitions,
             opts=child,
         )

@@ -41,6 +41,24 @@ def server_source_hash(root: Path = REPO_ROOT, directory: str = SERVER_DIR) -> s
     return digest.hexdigest()[:16]
 
 
+def declared_volumes(dockerfile: Path) -> set[str]:
+    """Paths a Dockerfile declares with VOLUME (JSON-array or plain form)."""
+    volumes: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction.upper() != "VOLUME":
+            continue
+        rest = rest.strip()
+        paths = json.loads(rest) if rest.startswith("[") else rest.split()
+        volumes.update(str(path).rstrip("/") or "/" for path in paths)
+    return volumes
+
+
+def image_can_run_read_only(scratch_path: str, root: Path = REPO_ROOT) -> bool:
+    """Whether server/Dockerfile declares the scratch path as a VOLUME (see ServerSpec.read_only_root)."""
+    return scratch_path.rstrip("/") in declared_volumes(root / DOCKERFILE)
+
+
 def lifecycle_policy(keep_images: int) -> str:
     """ECR lifecycle policy: expire everything but the newest `keep_images` images."""
     return json.dumps(

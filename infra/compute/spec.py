@@ -31,7 +31,8 @@ RUN_AS_USER = "10001:10001"
 # server certificate is not pinned.
 DB_SSLMODE = "require"
 
-# The only writable path in the container (the root filesystem is read-only).
+# The only writable path in a read-only container: the entrypoint's private auth-config dir and
+# MLflow's upload spooling both live under the temp dir.
 SCRATCH_PATH = "/tmp"
 
 
@@ -59,6 +60,10 @@ class ServerSpec:
     memory: int  # MiB
     user: str = RUN_AS_USER
     cpu_architecture: str = CPU_ARCHITECTURE
+    # Read-only root filesystem with a task volume at scratch_path. Needs the image to declare
+    # `VOLUME <scratch_path>`: Fargate creates task volumes root-owned 0755 unless the image's
+    # VOLUME directive hands over the directory's ownership/mode, and the server runs non-root.
+    read_only_root: bool = True
     scratch_path: str = SCRATCH_PATH
 
     def __post_init__(self) -> None:
@@ -81,6 +86,7 @@ def build_server_spec(
     db_user: pulumi.Input[str],
     artifacts_destination: pulumi.Input[str],
     secret_refs: SecretRefs,
+    read_only_root: bool,
 ) -> ServerSpec:
     """The server as settings and the platform's outputs describe it."""
     server = settings.server
@@ -126,4 +132,5 @@ def build_server_spec(
         health_path=contract.HEALTH_PATH,
         cpu=server.cpu,
         memory=server.memory,
+        read_only_root=read_only_root,
     )

@@ -203,3 +203,22 @@ def test_min_above_max_is_refused() -> None:
             min_tasks=3,
             max_tasks=2,
         )
+
+
+def test_an_image_without_a_scratch_volume_runs_with_a_writable_root() -> None:
+    """Fargate task volumes are root-owned 0755 unless the image declares them as VOLUME, so a
+    non-root server could not write /tmp on one: no volume then, and a writable root instead."""
+    from infra.compute.ecs import container_definitions
+
+    [container] = container_definitions(
+        sample_spec(read_only_root=False),
+        image="example.com/mlflow:1",
+        environment={},
+        secrets={},
+        log_group_name="/x",
+        region="us-east-1",
+        health_check_grace_seconds=60,
+    )
+    assert container["readonlyRootFilesystem"] is False
+    assert container["mountPoints"] == []
+    assert container["user"] == "10001:10001"

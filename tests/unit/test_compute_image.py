@@ -8,8 +8,15 @@ from pathlib import Path
 from edge_harness import REGISTRY_PASSWORD_SENTINEL, Run, build_edge, run_components
 
 from infra.compute import image
-from infra.compute.image import ServerImage, ServerImageArgs, lifecycle_policy, server_source_hash
-from infra.compute.spec import CPU_ARCHITECTURE, IMAGE_PLATFORM
+from infra.compute.image import (
+    ServerImage,
+    ServerImageArgs,
+    declared_volumes,
+    image_can_run_read_only,
+    lifecycle_policy,
+    server_source_hash,
+)
+from infra.compute.spec import CPU_ARCHITECTURE, IMAGE_PLATFORM, RUN_AS_USER
 
 BUILD = "docker-build:index:Image"
 REPOSITORY = "aws:ecr/repository:Repository"
@@ -95,3 +102,25 @@ def test_lifecycle_policy_is_valid_json_with_one_rule() -> None:
     policy = json.loads(lifecycle_policy(3))
     assert policy["rules"][0]["selection"]["countNumber"] == 3
     assert image.DOCKERFILE == "server/Dockerfile"
+
+
+def test_volume_declarations_are_read_from_the_dockerfile(tmp_path: Path) -> None:
+    (tmp_path / "server").mkdir()
+    dockerfile = tmp_path / "server" / "Dockerfile"
+    dockerfile.write_text("FROM python:3.11-slim\nUSER 10001:10001\n")
+    assert declared_volumes(dockerfile) == set()
+    assert image_can_run_read_only("/tmp", tmp_path) is False
+
+    dockerfile.write_text('FROM python:3.11-slim\nvolume ["/tmp/", "/data"]\nVOLUME /cache /more\n')
+    assert declared_volumes(dockerfile) == {"/tmp", "/data", "/cache", "/more"}
+    assert image_can_run_read_only("/tmp", tmp_path) is True
+
+
+def test_task_user_is_the_user_the_dockerfile_creates() -> None:
+    users = [
+        line.split()[1]
+        for line in (image.REPO_ROOT / image.DOCKERFILE).read_text().splitlines()
+        if line.startswith("USER ")
+    ]
+    assert users[-1] == RUN_AS_USER
+    assert RUN_AS_USER.split(":")[0] != "0"

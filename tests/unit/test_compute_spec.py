@@ -39,6 +39,7 @@ def _spec(settings: Settings) -> Any:
         db_user="mlflow",
         artifacts_destination="s3://bucket/mlflow-artifacts",
         secret_refs=REFS,
+        read_only_root=True,
     )
 
 

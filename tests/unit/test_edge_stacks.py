@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from infra.compute.image import image_can_run_read_only
+from infra.compute.spec import RUN_AS_USER, SCRATCH_PATH
 from infra.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings
 from server import contract
 
@@ -164,6 +166,20 @@ def test_only_the_alb_is_open_to_the_internet_and_only_on_80_and_443(
     for group in graph.of_type("aws:ec2/securityGroup:SecurityGroup"):
         for rule in group.get("ingress", []) or []:
             assert not set(rule.get("cidrBlocks", [])) & WORLD, group.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_container_is_non_root_and_read_only_when_the_image_allows(stack_graph: GraphFor, stack: str) -> None:
+    graph = stack_graph(stack)
+    container = _container(graph)
+    read_only = image_can_run_read_only(SCRATCH_PATH)
+    assert container["readonlyRootFilesystem"] is read_only
+    volumes = graph.one(TASK).get("volumes") or []
+    assert [m["containerPath"] for m in container["mountPoints"]] == ([SCRATCH_PATH] if read_only else [])
+    assert len(volumes) == len(container["mountPoints"])
+    assert container["user"] == RUN_AS_USER
+    assert container["command"][-2:] == ["--app-name", "basic-auth"]
+    assert graph.one(SERVICE).get("enableExecuteCommand") is False
 
 
 @pytest.mark.parametrize("stack", STACKS)
