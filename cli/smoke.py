@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run the smoke checks against a deployment and print a report (check, result, seconds, "
             "detail). Exits 1 if any check or cleanup step fails, 2 on bad options."
         ),
+        # No prefix matching: `--password X` must not silently mean `--password-file X`.
+        allow_abbrev=False,
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="the server's https:// URL (with --username and --password-file)")
@@ -39,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --url: file holding the password (default: $MLFLOW_TRACKING_PASSWORD; "
         "never on the command line)",
     )
+    # Accepted only to refuse it with a useful message (argv is visible to every user via `ps`).
+    parser.add_argument("--password", dest="password_argument", help=argparse.SUPPRESS)
     parser.add_argument(
         "--ca-file", metavar="PEM", help="verify the server's certificate against this CA bundle"
     )
@@ -62,6 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _option_errors(args: argparse.Namespace) -> list[str]:
     errors = []
+    if args.password_argument is not None:
+        errors.append(
+            "a password is never accepted on the command line (other users can read it with `ps`); "
+            "use --password-file FILE or the MLFLOW_TRACKING_PASSWORD environment variable"
+        )
     if not args.url:
         errors += [
             f"--{name.replace('_', '-')} is only used with --url"

@@ -237,6 +237,9 @@ class Connection:
         path = self.endpoint_path(endpoint)
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         kwargs.setdefault("timeout", self.timeout)
+        # Per request, because requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in the environment
+        # override a session's `verify` — and many machines set those to the system bundle.
+        kwargs.setdefault("verify", self.session.verify)
         attempts = self.retries + 1 if retryable else 1
         for attempt in range(attempts):
             last_try = attempt == attempts - 1

@@ -5,7 +5,8 @@ Three sources, one result (`ServerTarget`):
   (never from the command line, where `ps` and shell history would show it);
 - `resolve_stack`: a deployed Pulumi stack — `pulumi stack output --json` for the URL, the admin
   user name, the Secrets Manager ARN and region, then boto3 for the password itself;
-- `resolve_local`: the local stack, through `mlflow-stack local status --json`.
+- `resolve_local`: the local stack, through local/'s status (what `mlflow-stack local status --json`
+  prints).
 
 Every problem is reported as one `TargetError` naming the setting and the fix, before anything is
 sent to a server. This module never imports pulumi or infra/: it runs the Pulumi CLI as a program.
@@ -18,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ PASSWORD_ENV_VAR = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - the variable's nam
 # The stack outputs contract (infra/ exports these names; see __main__.py).
 STACK_OUTPUT_KEYS = ("tracking_url", "admin_username", "admin_password_secret_arn", "region")
 
-# What `mlflow-stack local status --json` reports about a running local stack.
+# What the local stack reports about itself (LocalStackInfo / `mlflow-stack local status --json`).
 LOCAL_STATUS_KEYS = ("url", "http_url", "username", "password_file", "ca_file")
 
 
@@ -228,19 +228,25 @@ def resolve_stack(
 
 
 def resolve_local(state_dir: str | os.PathLike[str] | None = None) -> ServerTarget:
-    """The running local stack, as reported by `mlflow-stack local status --json`."""
-    command = [sys.executable, "-m", "cli", "local", "status", "--json"]
-    if state_dir is not None:
-        command += ["--state-dir", os.fspath(state_dir)]
-    status = _run_json(command, "--local")
-    return local_target_from_status(status)
+    """The running local stack (local/'s own status, the same data as `mlflow-stack local status --json`)."""
+    # Imported here, on the --local path only: the local stack's modules are not needed to check
+    # a deployed server, and lifecycle/ must stay importable without them.
+    from local.stack import DEFAULT_STATE_DIR, LocalStack
+
+    info = LocalStack(Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR).status()
+    if not info.running:
+        raise TargetError(
+            f"--local: the local stack in {info.state_dir} is not running; start it with "
+            "`mlflow-stack local up` (or `make up`), or pass --state-dir if it lives elsewhere."
+        )
+    return local_target_from_status(info.to_json())
 
 
 def local_target_from_status(status: dict[str, Any]) -> ServerTarget:
     missing = [key for key in LOCAL_STATUS_KEYS if not status.get(key)]
     if missing:
         raise TargetError(
-            f"--local: `mlflow-stack local status --json` lacks {', '.join(missing)}; "
+            f"--local: the local stack's status lacks {', '.join(missing)}; "
             "is the local stack running? Start it with `mlflow-stack local up` (or `make up`)."
         )
     return ServerTarget(

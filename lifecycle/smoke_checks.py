@@ -220,8 +220,10 @@ def check_tls(ctx: SmokeContext) -> str:
     expiry = ""
     if isinstance(not_after, str):
         expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), UTC)
-        days = (expires - datetime.now(UTC)).days
-        expiry = f", expires {expires:%Y-%m-%d} ({days} days)"
+        left = expires - datetime.now(UTC)
+        # Short-lived certificates (Caddy's internal CA issues 12-hour ones) read better in hours.
+        remaining = f"{left.days} days" if left.days >= 2 else f"{int(left.total_seconds() // 3600)} hours"
+        expiry = f", expires {expires:%Y-%m-%d %H:%M} UTC (in {remaining})"
     legacy = _probe_legacy_tls(host, port, ctx.timeout)
     return f"{version} {cipher}; certificate verified against {_trust_label(ctx)}{expiry}; {legacy}"
 

@@ -232,3 +232,8 @@ def test_local_status_gives_url_http_url_user_password_file_and_ca(tmp_path: Pat
 def test_local_stack_not_running_says_how_to_start_it() -> None:
     with pytest.raises(TargetError, match=r"lacks url.*mlflow-stack local up"):
         credentials.local_target_from_status({"running": False})
+
+
+def test_local_stack_that_was_never_started_is_reported_with_its_state_dir(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match=r"the local stack in .* is not running; start it with"):
+        credentials.resolve_local(tmp_path / "never-started")

@@ -196,7 +196,7 @@ def test_tls_passes_with_the_servers_ca_and_reports_version_and_expiry(pki: Pki)
         detail = check_tls(smoke_context(f"https://127.0.0.1:{port}", pki.ca_file))
     assert detail.startswith(("TLSv1.3", "TLSv1.2"))
     assert f"verified against CA file {pki.ca_file}" in detail
-    assert "(9 days)" in detail or "(10 days)" in detail
+    assert "(in 9 days)" in detail or "(in 10 days)" in detail
     assert "TLS 1.1 refused" in detail
 
 
@@ -282,3 +282,14 @@ def test_nothing_listening_on_http_fails_with_the_address() -> None:
         check_https_redirect(smoke_context("https://127.0.0.1:8443", http_url=f"http://127.0.0.1:{port}"))
     assert f"nothing answers on http://127.0.0.1:{port}" in str(failed.value)
     assert "must listen on plain HTTP and redirect to HTTPS" in str(failed.value)
+
+
+def test_connection_trusts_its_ca_file_even_when_requests_ca_bundle_says_otherwise(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests lets REQUESTS_CA_BUNDLE override a session's `verify`; many machines set it.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.other_ca_file))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(pki.other_ca_file))
+    with serve(_ok_health, server_tls(pki)) as port:
+        conn = Connection(f"https://127.0.0.1:{port}", "admin", SENTINEL_PASSWORD, ca_file=pki.ca_file)
+        assert conn.request("GET", "/health").text == "OK"
