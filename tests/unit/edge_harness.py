@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
 
+# Every stacks/Pulumi.<stack>.yaml: the per-stack tests run once for each.
+STACKS = sorted(
+    path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    for path in (Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml")
+)
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ELB_ACCOUNT_ARN = "arn:aws:iam::127311923021:root"

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from edge_harness import STACKS
 
 from infra.compute.image import image_can_run_read_only
 from infra.compute.spec import RUN_AS_USER, SCRATCH_PATH
 from infra.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings
 from server import contract
-
-STACK_DIR = Path(__file__).resolve().parents[2] / "stacks"
-STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACK_DIR.glob("Pulumi.*.yaml"))
 
 LISTENER = "aws:lb/listener:Listener"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
