@@ -13,6 +13,7 @@ This module also holds the connection and lock options `cli/models.py` shares.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -308,7 +309,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     maintenance.add_argument("--gc-older-than", default="30d", metavar="AGE", help="default 30d")
     maintenance.add_argument("--apply", action="store_true", help="make the changes; without it, only list")
     maintenance.add_argument("--concurrency", type=int, default=8)
-    maintenance.set_defaults(func=_maintenance)
+    add_lock_flags(maintenance)
+    # A lease long enough for a large cleanup; a crashed task blocks the next run at most this long.
+    maintenance.set_defaults(func=_maintenance, lock_ttl=6 * 3600)
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -444,6 +447,7 @@ def _maintenance(args: argparse.Namespace) -> int:
     from lifecycle import runs
     from lifecycle.durations import parse_duration, parse_statuses
     from lifecycle.gc import collect_garbage
+    from lifecycle.locks import MAINTENANCE_LOCK_ID
 
     def action(target: Target) -> tuple[dict[str, Any], list[str], int]:
         _check_counts(args)
@@ -453,12 +457,14 @@ def _maintenance(args: argparse.Namespace) -> int:
         gc_age = parse_duration(args.gc_older_than, "--gc-older-than")
         statuses = parse_statuses(args.cleanup_status, runs.TERMINAL_STATUSES, "--cleanup-status")
         uri = gc_backend_store_uri(target) if args.apply else None
-        # Reap first, so runs it marks FAILED are judged by cleanup in the same pass.
-        reaped = runs.reap_stuck(target.conn, reap_age, "*", args.apply, args.concurrency)
-        cleaned = runs.cleanup(
-            target.conn, args.cleanup_experiment, cleanup_age, statuses, args.apply, args.concurrency
-        )
-        collected = collect_garbage(target.conn, gc_age, apply=args.apply, backend_store_uri=uri)
+        lease = make_lock(args, target, MAINTENANCE_LOCK_ID) if args.apply else None
+        with lease.hold(args.wait) if lease else contextlib.nullcontext():
+            # Reap first, so runs it marks FAILED are judged by cleanup in the same pass.
+            reaped = runs.reap_stuck(target.conn, reap_age, "*", args.apply, args.concurrency)
+            cleaned = runs.cleanup(
+                target.conn, args.cleanup_experiment, cleanup_age, statuses, args.apply, args.concurrency
+            )
+            collected = collect_garbage(target.conn, gc_age, apply=args.apply, backend_store_uri=uri)
         ok = reaped.ok and cleaned.ok
         body = {"reap_stuck": reaped.to_json(), "cleanup": cleaned.to_json(), "gc": collected.to_json()}
         lines = [*_reap_lines(reaped), *_cleanup_lines(cleaned), *_gc_lines(collected)]

@@ -189,6 +189,11 @@ def dynamodb_client(
     return session.client("dynamodb", endpoint_url=endpoint_url)
 
 
+# Two maintenance runs (the weekly schedule and a manual `aws ecs run-task`) must not overlap.
+MAINTENANCE_LOCK_ID = "maintenance/runs"
+MAINTENANCE_TTL_SECONDS = 6 * 3600
+
+
 def model_lock_id(model_name: str) -> str:
     """One lock per registered model: promotions of different models never wait for each other."""
     return f"model-aliases/{model_name}"

@@ -1,0 +1,491 @@
+"""Scheduled maintenance: a weekly ECS task that runs `mlflow-stack runs maintenance --apply`.
+
+What it creates, each scoped to exactly its job:
+- the DynamoDB lock table the day-2 tools share (promotion/rollback leases, the maintenance lease):
+  on-demand billing, encrypted, point-in-time recovery, TTL on `expires_at`;
+- a Fargate task definition running the *server image* (same code, same pinned MLflow) with the
+  day-2 CLI: reap stuck runs, clean up old runs, then `mlflow gc` with the stack's retention;
+- its execution role: pull the image, write its log stream, read exactly the two secrets it uses
+  (admin password, DB password) — secrets reach the container only as ECS `secrets`, never as
+  plain environment values;
+- its task role: take and release the maintenance lease in the lock table, nothing else (it talks
+  to MLflow over HTTPS with basic auth and to PostgreSQL with a password, neither needs IAM);
+- an EventBridge Scheduler schedule and its role, which may only `ecs:RunTask` this task family on
+  this cluster and pass this task's two roles to ECS.
+
+This module never imports mlflow or lifecycle/: it only builds the command line the task runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.tags import child_opts
+from server import contract
+
+CONTAINER_NAME = "maintenance"
+SCRATCH_VOLUME = "scratch"
+# A task-scoped volume: the only writable path in the container.
+SCRATCH_PATH = "/tmp"
+LOCK_TABLE_HASH_KEY = "lock_id"
+LOCK_TABLE_TTL_ATTRIBUTE = "expires_at"
+# The container reads the admin password by the name lifecycle.credentials.resolve_url expects.
+ADMIN_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a variable name, not a value
+DB_SETTINGS = (contract.DB_HOST, contract.DB_PORT, contract.DB_NAME, contract.DB_USER, contract.DB_SSLMODE)
+# The lease `runs maintenance` takes (lifecycle.locks.MAINTENANCE_LOCK_ID; a unit test keeps them equal).
+MAINTENANCE_LOCK_ID = "maintenance/runs"
+_SCHEDULE = re.compile(r"^(cron\(.+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
+
+
+@dataclass(frozen=True)
+class OperationsArgs:
+    """Inputs of the maintenance component. Defaults match `mlflow-stack runs maintenance`."""
+
+    name_prefix: str  # e.g. "mlflow-search-prod"; names the table, roles, task family, schedule
+    region: str
+    account_id: pulumi.Input[str]
+    partition: pulumi.Input[str]
+    cluster_arn: pulumi.Input[str]
+    task_image: pulumi.Input[str]  # the server image (it carries lifecycle/ and cli/)
+    subnet_ids: list[pulumi.Input[str]]  # private subnets that reach the DB and the tracking URL
+    security_group_id: pulumi.Input[str]  # allowed into PostgreSQL, egress to the load balancer
+    tracking_url: pulumi.Input[str]  # https://mlflow.example.com
+    admin_username: str
+    admin_password_secret_arn: pulumi.Input[str]  # ECS `valueFrom`, e.g. a Secrets Manager ARN
+    db_password_secret_arn: pulumi.Input[str]
+    secrets_kms_key_arn: pulumi.Input[str]
+    # The server contract's plain DB settings (MLFLOW_STACK_DB_HOST, _PORT, _NAME, _USER, _SSLMODE).
+    database_environment: Mapping[str, pulumi.Input[str]]
+    log_group_name: str  # an existing log group; the task writes under the "maintenance" prefix
+    schedule_expression: str = "cron(0 3 ? * SUN *)"  # Sundays 03:00
+    schedule_timezone: str = "UTC"
+    reap_stuck_after_hours: int = 24
+    cleanup_older_than_days: int = 90
+    gc_older_than_days: int = 30
+    cleanup_experiment_pattern: str = "*"
+    lock_table_name: str | None = None  # default "<name_prefix>-locks"
+    ecr_repository_arn: pulumi.Input[str] | None = None  # grant pulls only from this repository
+    cpu: int = 512
+    memory: int = 1024
+    permissions_boundary_arn: str | None = None
+
+    @property
+    def table_name(self) -> str:
+        return self.lock_table_name or f"{self.name_prefix}-locks"
+
+    @property
+    def task_family(self) -> str:
+        return f"{self.name_prefix}-maintenance"
+
+
+class OperationsConfigError(ValueError):
+    """A maintenance setting that cannot work; the message names it and the fix."""
+
+
+def validate_args(args: OperationsArgs) -> None:
+    """Refuse settings that would deploy a schedule that cannot run, before creating anything."""
+    problems = []
+    if not _SCHEDULE.match(args.schedule_expression):
+        problems.append(
+            f"maintenance.schedule {args.schedule_expression!r} is not an EventBridge Scheduler "
+            "expression: use cron(...) or rate(N unit), e.g. cron(0 3 ? * SUN *)"
+        )
+    if args.reap_stuck_after_hours < 1:
+        problems.append("maintenance.reap_stuck_after_hours must be at least 1")
+    if args.cleanup_older_than_days < 1:
+        problems.append("maintenance.cleanup_older_than_days must be at least 1")
+    if args.gc_older_than_days < 1:
+        problems.append(
+            "maintenance.gc_older_than_days must be at least 1: it is the window in which a deleted run "
+            "can still be restored"
+        )
+    if not args.subnet_ids:
+        problems.append("maintenance needs at least one private subnet")
+    missing = [s.name for s in DB_SETTINGS if s.default is None and s.name not in args.database_environment]
+    if missing:
+        problems.append(f"database_environment lacks {', '.join(missing)} (server/contract.py)")
+    unknown = sorted(set(args.database_environment) - {s.name for s in DB_SETTINGS})
+    if unknown:
+        problems.append(f"database_environment has settings the task does not use: {', '.join(unknown)}")
+    if problems:
+        raise OperationsConfigError("; ".join(problems))
+
+
+def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
+    """The container command: `python -m cli.main runs maintenance ... --apply --json`."""
+    return [
+        "runs",
+        "maintenance",
+        "--url",
+        tracking_url,
+        "--username",
+        args.admin_username,
+        "--reap-older-than",
+        f"{args.reap_stuck_after_hours}h",
+        "--cleanup-older-than",
+        f"{args.cleanup_older_than_days}d",
+        "--cleanup-experiment",
+        args.cleanup_experiment_pattern,
+        "--gc-older-than",
+        f"{args.gc_older_than_days}d",
+        "--lock-table",
+        args.table_name,
+        "--apply",
+        "--json",
+    ]
+
+
+ENTRYPOINT = ["python", "-m", "cli.main"]
+
+
+def container_definitions(
+    args: OperationsArgs,
+    *,
+    image: str,
+    tracking_url: str,
+    database_environment: Mapping[str, str],
+    admin_password_secret_arn: str,
+    db_password_secret_arn: str,
+) -> list[dict[str, Any]]:
+    environment = {
+        **database_environment,
+        "AWS_REGION": args.region,
+        # MLflow and boto3 write caches under HOME; the root filesystem is read-only.
+        "HOME": SCRATCH_PATH,
+        "TMPDIR": SCRATCH_PATH,
+    }
+    secrets = {
+        ADMIN_PASSWORD_ENV: admin_password_secret_arn,
+        contract.DB_PASSWORD.name: db_password_secret_arn,
+    }
+    return [
+        {
+            "name": CONTAINER_NAME,
+            "image": image,
+            "essential": True,
+            "entryPoint": ENTRYPOINT,
+            "command": maintenance_command(args, tracking_url),
+            "readonlyRootFilesystem": True,
+            "mountPoints": [
+                {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_PATH, "readOnly": False}
+            ],
+            "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
+            "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": args.log_group_name,
+                    "awslogs-region": args.region,
+                    "awslogs-stream-prefix": "maintenance",
+                },
+            },
+        }
+    ]
+
+
+# --- IAM documents (pure functions of resolved values, checked with parliament in tests) ---------
+
+
+def _document(statements: list[dict[str, Any]]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, indent=2)
+
+
+def trust_policy(service: str, account_id: str) -> str:
+    # aws:SourceAccount: another account's ECS or Scheduler cannot assume these roles.
+    return _document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            }
+        ]
+    )
+
+
+def execution_policy(
+    *,
+    log_group_arn: str,
+    secret_arns: list[str],
+    secrets_kms_key_arn: str,
+    region: str,
+    ecr_repository_arn: str | None,
+) -> str:
+    statements: list[dict[str, Any]] = []
+    if ecr_repository_arn:
+        statements += [
+            {
+                # GetAuthorizationToken is account-wide; AWS accepts no narrower resource for it.
+                "Sid": "EcrLogin",
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "PullServerImage",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
+                "Resource": ecr_repository_arn,
+            },
+        ]
+    statements += [
+        {
+            "Sid": "WriteMaintenanceLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:maintenance/*"],
+        },
+        {
+            "Sid": "ReadMaintenanceSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": sorted(secret_arns),
+        },
+        {
+            "Sid": "DecryptMaintenanceSecrets",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": secrets_kms_key_arn,
+            "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
+        },
+    ]
+    return _document(statements)
+
+
+def task_policy(lock_table_arn: str) -> str:
+    """The maintenance lease: one item in the lock table, conditional writes only."""
+    return _document(
+        [
+            {
+                "Sid": "MaintenanceLease",
+                "Effect": "Allow",
+                "Action": ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
+                "Resource": lock_table_arn,
+                "Condition": {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [MAINTENANCE_LOCK_ID]}},
+            }
+        ]
+    )
+
+
+def scheduler_policy(
+    *, task_family_arn_pattern: str, cluster_arn: str, execution_role_arn: str, task_role_arn: str
+) -> str:
+    return _document(
+        [
+            {
+                "Sid": "RunMaintenanceTask",
+                "Effect": "Allow",
+                "Action": ["ecs:RunTask"],
+                # Any revision of this family (a new image is a new revision), on this cluster only.
+                "Resource": task_family_arn_pattern,
+                "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}},
+            },
+            {
+                "Sid": "PassMaintenanceRoles",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": sorted([execution_role_arn, task_role_arn]),
+                "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            },
+        ]
+    )
+
+
+def task_family_arn_pattern(partition: str, region: str, account_id: str, family: str) -> str:
+    return f"arn:{partition}:ecs:{region}:{account_id}:task-definition/{family}:*"
+
+
+def role_arn(partition: str, account_id: str, name: str) -> str:
+    return f"arn:{partition}:iam::{account_id}:role/{name}"
+
+
+def log_group_arn(partition: str, region: str, account_id: str, name: str) -> str:
+    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{name}"
+
+
+# --- the component ---------------------------------------------------------------------------
+
+
+class Operations(pulumi.ComponentResource):
+    lock_table_name: pulumi.Output[str]
+    lock_table_arn: pulumi.Output[str]
+    task_definition_arn: pulumi.Output[str]
+    schedule_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: OperationsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlflow-stack:operations:Operations", name, None, opts)
+        validate_args(args)
+        child = child_opts(self)
+
+        table = aws.dynamodb.Table(
+            f"{name}-locks",
+            name=args.table_name,
+            billing_mode="PAY_PER_REQUEST",
+            hash_key=LOCK_TABLE_HASH_KEY,
+            attributes=[aws.dynamodb.TableAttributeArgs(name=LOCK_TABLE_HASH_KEY, type="S")],
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name=LOCK_TABLE_TTL_ATTRIBUTE, enabled=True),
+            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
+            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+            opts=child,
+        )
+
+        ecs_trust = pulumi.Output.from_input(args.account_id).apply(
+            lambda account: trust_policy("ecs-tasks.amazonaws.com", account)
+        )
+        execution_role = aws.iam.Role(
+            f"{name}-execution-role",
+            name=f"{args.name_prefix}-maint-execution",
+            description="ECS starting the maintenance task: image pull, its log stream, its two secrets",
+            assume_role_policy=ecs_trust,
+            permissions_boundary=args.permissions_boundary_arn,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-execution-policy",
+            role=execution_role.id,
+            policy=pulumi.Output.all(
+                args.partition,
+                args.account_id,
+                args.secrets_kms_key_arn,
+                args.ecr_repository_arn,
+                args.admin_password_secret_arn,
+                args.db_password_secret_arn,
+            ).apply(
+                lambda v: execution_policy(
+                    log_group_arn=log_group_arn(v[0], args.region, v[1], args.log_group_name),
+                    secrets_kms_key_arn=v[2],
+                    ecr_repository_arn=v[3],
+                    secret_arns=[v[4], v[5]],
+                    region=args.region,
+                )
+            ),
+            opts=child,
+        )
+        task_role = aws.iam.Role(
+            f"{name}-task-role",
+            name=f"{args.name_prefix}-maint-task",
+            description="The maintenance task at runtime: its lease in the lock table, nothing else",
+            assume_role_policy=ecs_trust,
+            permissions_boundary=args.permissions_boundary_arn,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-task-policy", role=task_role.id, policy=table.arn.apply(task_policy), opts=child
+        )
+
+        db_env = {k: pulumi.Output.from_input(v) for k, v in args.database_environment.items()}
+        definitions = pulumi.Output.all(
+            args.task_image,
+            args.tracking_url,
+            args.admin_password_secret_arn,
+            args.db_password_secret_arn,
+            pulumi.Output.all(**db_env),
+        ).apply(
+            lambda v: json.dumps(
+                container_definitions(
+                    args,
+                    image=v[0],
+                    tracking_url=v[1],
+                    admin_password_secret_arn=v[2],
+                    db_password_secret_arn=v[3],
+                    database_environment=v[4],
+                )
+            )
+        )
+        task_definition = aws.ecs.TaskDefinition(
+            f"{name}-task",
+            family=args.task_family,
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                operating_system_family="LINUX", cpu_architecture="X86_64"
+            ),
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
+            container_definitions=definitions,
+            opts=child,
+        )
+
+        scheduler_trust = pulumi.Output.from_input(args.account_id).apply(
+            lambda account: trust_policy("scheduler.amazonaws.com", account)
+        )
+        scheduler_role = aws.iam.Role(
+            f"{name}-scheduler-role",
+            name=f"{args.name_prefix}-maint-scheduler",
+            description="EventBridge Scheduler: run the maintenance task on this cluster, nothing else",
+            assume_role_policy=scheduler_trust,
+            permissions_boundary=args.permissions_boundary_arn,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-scheduler-policy",
+            role=scheduler_role.id,
+            # Role ARNs from their fixed names (path "/"), like identity.py's log group ARNs.
+            policy=pulumi.Output.all(
+                args.partition, args.account_id, args.cluster_arn, execution_role.name, task_role.name
+            ).apply(
+                lambda v: scheduler_policy(
+                    task_family_arn_pattern=task_family_arn_pattern(
+                        v[0], args.region, v[1], args.task_family
+                    ),
+                    cluster_arn=v[2],
+                    execution_role_arn=role_arn(v[0], v[1], v[3]),
+                    task_role_arn=role_arn(v[0], v[1], v[4]),
+                )
+            ),
+            opts=child,
+        )
+        schedule = aws.scheduler.Schedule(
+            f"{name}-schedule",
+            name=f"{args.name_prefix}-maintenance",
+            description="Weekly MLflow maintenance: reap stuck runs, clean up old runs, garbage-collect",
+            schedule_expression=args.schedule_expression,
+            schedule_expression_timezone=args.schedule_timezone,
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=args.cluster_arn,
+                role_arn=scheduler_role.arn,
+                ecs_parameters=aws.scheduler.ScheduleTargetEcsParametersArgs(
+                    task_definition_arn=task_definition.arn,
+                    launch_type="FARGATE",
+                    task_count=1,
+                    network_configuration=aws.scheduler.ScheduleTargetEcsParametersNetworkConfigurationArgs(
+                        subnets=args.subnet_ids,
+                        security_groups=[args.security_group_id],
+                        assign_public_ip=False,
+                    ),
+                ),
+                # The commands are idempotent, but a failed week is better investigated than re-run
+                # blindly: the task's exit code and JSON report are in its log stream.
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(maximum_retry_attempts=0),
+            ),
+            opts=child,
+        )
+
+        self.lock_table_name = table.name
+        self.lock_table_arn = table.arn
+        self.task_definition_arn = task_definition.arn
+        self.schedule_name = schedule.name
+        self.register_outputs(
+            {
+                "lock_table_name": self.lock_table_name,
+                "lock_table_arn": self.lock_table_arn,
+                "task_definition_arn": self.task_definition_arn,
+                "schedule_name": self.schedule_name,
+            }
+        )
