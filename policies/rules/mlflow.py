@@ -41,7 +41,9 @@ def check_basic_auth(resource: Resource, ctx: Context) -> Iterable[str]:
 
 
 def _targets_for(service: Resource, targets: list[Resource]) -> list[Resource]:
-    name = service.props.get("name")
+    # Autoscaling names the service "service/<cluster>/<service name>"; without a `name` input
+    # the service's physical name is its id.
+    name = service.props.get("name") or service.props.get("id")
     return [
         t
         for t in targets
