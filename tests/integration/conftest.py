@@ -20,7 +20,7 @@ import random
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +70,15 @@ def local_stack() -> Iterator[LocalStackInfo]:
     finally:
         stack.down()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pick_free_ports() -> Callable[[int], Ports]:
+    """For tests that start their own processes: `pick_free_ports(replicas)` -> Ports."""
+    return free_ports
+
+
+@pytest.fixture(scope="session")
+def make_state_dir() -> Callable[[str], Path]:
+    """For tests that need their own state dir (traversable by PostgreSQL when run as root)."""
+    return new_state_dir

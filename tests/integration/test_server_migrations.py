@@ -1,0 +1,140 @@
+"""Replicas started together against an empty database: all come up, migrations run exactly once.
+
+Real PostgreSQL (password auth), real entrypoints (`python -m server.entrypoint serve --app-name
+basic-auth`), three at the same moment, repeated on a fresh pair of databases each round.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from local.postgres import LocalPostgres, grant_traversal
+from local.processes import ProcessRecord, spawn, stop, wait_until
+from local.secret_files import URL_SPECIAL, generate_password, private_dir, write_secret
+from server import contract
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+REPLICAS = 3
+ROUNDS = 3
+
+
+class Cluster:
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        secrets = private_dir(state_dir / "secrets")
+        self.superuser_password = generate_password()
+        self.db_password = generate_password()
+        self.files = {
+            contract.DB_PASSWORD.name: secrets / "db_password",
+            contract.ADMIN_PASSWORD.name: secrets / "admin_password",
+            contract.FLASK_SECRET_KEY.name: secrets / "flask_secret_key",
+        }
+        write_secret(self.files[contract.DB_PASSWORD.name], self.db_password)
+        write_secret(self.files[contract.ADMIN_PASSWORD.name], generate_password())
+        write_secret(self.files[contract.FLASK_SECRET_KEY.name], "f" * 64)
+        self.postgres = LocalPostgres(state_dir / "postgres", port)
+
+    def replica_env(self, db_name: str, port: int) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            contract.DB_HOST.name: "127.0.0.1",
+            contract.DB_PORT.name: str(self.port),
+            contract.DB_NAME.name: db_name,
+            contract.AUTH_DB_NAME.name: f"{db_name}_auth",
+            contract.DB_USER.name: "mlflow",
+            contract.DB_SSLMODE.name: "disable",
+            contract.ARTIFACTS_DESTINATION.name: "s3://unused-bucket/artifacts",
+            contract.PUBLIC_HOSTS.name: "localhost",
+            contract.HOST.name: "127.0.0.1",
+            contract.PORT.name: str(port),
+            contract.WORKERS.name: "1",
+        }
+        env.update({name + contract.FILE_SUFFIX: str(path) for name, path in self.files.items()})
+        return env
+
+
+@pytest.fixture(scope="module")
+def cluster(pick_free_ports, make_state_dir) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
+    state_dir = make_state_dir("mlflow-stack-migrations-")
+    c = Cluster(state_dir, pick_free_ports(1).postgres)
+    if c.postgres.user is not None:
+        grant_traversal(state_dir, c.postgres.user)
+    c.postgres.initialize(c.superuser_password)
+    record = c.postgres.start(state_dir / "postgres.log")
+    try:
+        wait_until(
+            lambda: c.postgres.is_ready(c.superuser_password), what="PostgreSQL", timeout=60, record=record
+        )
+        yield c
+    finally:
+        stop(record)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _healthy(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+        return response.status == 200
+
+
+def _heads() -> tuple[str, str]:
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision(), ScriptDirectory.from_config(
+        _get_alembic_config("")
+    ).get_current_head()
+
+
+@pytest.mark.parametrize("round_number", range(1, ROUNDS + 1))
+def test_simultaneous_replicas_migrate_exactly_once(
+    cluster: Cluster, round_number: int, pick_free_ports
+) -> None:  # type: ignore[no-untyped-def]
+    assert all(ch in cluster.db_password for ch in URL_SPECIAL)
+    db_name = f"mlflow_round{round_number}"
+    # A brand-new, empty tracking database; the auth database does not exist yet either.
+    cluster.postgres.ensure_app_role(cluster.superuser_password, "mlflow", cluster.db_password, db_name)
+    ports = pick_free_ports(REPLICAS).replica_ports(REPLICAS)
+    logs = [cluster.state_dir / f"round{round_number}-replica{i}.log" for i in range(REPLICAS)]
+    records: list[ProcessRecord] = []
+    try:
+        for port, log in zip(ports, logs, strict=True):
+            records.append(
+                spawn(
+                    log.stem,
+                    [sys.executable, *contract.ENTRYPOINT[1:], *contract.COMMAND],
+                    log,
+                    cluster.replica_env(db_name, port),
+                    cwd=REPO,
+                )
+            )
+        for record, port in zip(records, ports, strict=True):
+            wait_until(lambda port=port: _healthy(port), what=record.name, timeout=240, record=record)
+    finally:
+        for record in records:
+            stop(record)
+
+    texts = [log.read_text(errors="replace") for log in logs]
+    joined = "\n".join(texts)
+    for label in ("tracking", "auth"):
+        assert joined.count(f"{label} database: MIGRATED") == 1, joined[-3000:]
+        assert joined.count(f"{label} database: already at") == REPLICAS - 1
+    assert cluster.db_password not in joined
+
+    tracking_head, auth_head = _heads()
+    connect = dict(host="127.0.0.1", port=cluster.port, user="mlflow", password=cluster.db_password)
+    with psycopg.connect(dbname=db_name, **connect) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(tracking_head,)]
+    with psycopg.connect(dbname=f"{db_name}_auth", **connect) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version_auth").fetchall() == [(auth_head,)]
+        assert conn.execute("SELECT count(*) FROM users WHERE username = 'admin'").fetchone() == (1,)
