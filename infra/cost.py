@@ -364,7 +364,11 @@ def _pricing_client() -> Any:
     import boto3
 
     session = boto3.Session()
-    if session.get_credentials() is None:
+    try:
+        credentials = session.get_credentials()
+    except Exception as exc:  # a broken profile or credential endpoint is as good as none
+        raise PriceRefreshError(f"--refresh-prices could not load AWS credentials: {exc}") from exc
+    if credentials is None:
         raise PriceRefreshError(
             "--refresh-prices needs AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY) with pricing:GetProducts; none were found. Run without "

@@ -1,0 +1,142 @@
+"""The pack as the Pulumi engine runs it: a separate process serving the analyzer protocol.
+
+These tests go through `policies/__main__.py` (PolicyPack), gRPC and pulumi_policy's own
+deserialization, config handling and enforcement levels — not through the rule functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from policies.analyzer import (
+    AnalyzedResource,
+    PolicyPackError,
+    PolicyPackProcess,
+    ProviderRef,
+    run_policy_pack,
+)
+from policies.rules import ALL_RULES
+
+TAGS = {"team": "platform", "environment": "prod", "owner": "o@example.com", "cost-center": "CC-1"}
+PROVIDER = ProviderRef(
+    "pulumi:providers:aws",
+    "aws",
+    "urn:pulumi:prod::mlflow-stack::pulumi:providers:aws::aws",
+    {"defaultTags": json.dumps({"tags": TAGS})},
+)
+
+
+def resource(type_: str, name: str, **props) -> AnalyzedResource:
+    urn = f"urn:pulumi:prod::mlflow-stack::{type_}::{name}"
+    return AnalyzedResource(type_, name, urn, props, {"id": name, **props}, provider=PROVIDER)
+
+
+@pytest.fixture(scope="module")
+def pack():
+    with PolicyPackProcess(project="mlflow-stack", stack="prod") as running:
+        yield running
+
+
+def test_the_pack_serves_every_rule_with_its_enforcement_level(pack):
+    served = {p.name: p for p in pack.policies()}
+    assert set(served) == {r.name for r in ALL_RULES}
+    for rule in ALL_RULES:
+        assert served[rule.name].level == rule.enforcement
+        assert served[rule.name].scope == rule.scope
+
+
+def test_a_broken_stack_fails_with_the_right_rule_names():
+    """Public database, plain-HTTP forwarding with no TLS, wildcard IAM: blocked, by name."""
+    broken = [
+        resource(
+            "aws:rds/instance:Instance",
+            "db",
+            storageEncrypted=True,
+            publiclyAccessible=True,
+            backupRetentionPeriod=14,
+            multiAz=True,
+            deletionProtection=True,
+        ),
+        resource(
+            "aws:lb/listener:Listener",
+            "http",
+            protocol="HTTP",
+            port=80,
+            defaultActions=[{"type": "forward", "targetGroupArn": "tg"}],
+        ),
+        resource(
+            "aws:lb/listener:Listener",
+            "https",
+            protocol="HTTPS",
+            port=443,
+            sslPolicy="ELBSecurityPolicy-2016-08",
+        ),
+        resource(
+            "aws:iam/rolePolicy:RolePolicy",
+            "task-policy",
+            policy=json.dumps({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+        ),
+    ]
+    found = run_policy_pack(broken, project="mlflow-stack", stack="prod")
+    by_policy = {(d.policy, d.urn.rsplit("::", 1)[-1]) for d in found if d.mandatory}
+    assert ("rds-not-public", "db") in by_policy
+    assert ("alb-http-redirect-only", "http") in by_policy
+    assert ("alb-https-tls-policy", "https") in by_policy
+    assert ("iam-no-wildcard-actions", "task-policy") in by_policy
+
+
+def test_configuration_changes_levels_and_thresholds(pack):
+    instance = resource(
+        "aws:rds/instance:Instance",
+        "db",
+        storageEncrypted=True,
+        publiclyAccessible=True,
+        backupRetentionPeriod=3,
+        multiAz=True,
+        deletionProtection=True,
+    )
+    pack.configure({"rds-not-public": "advisory", "rds-backup-retention": {"minBackupDays": 3}})
+    levels = {d.policy: d.level for d in pack.analyze([instance])}
+    assert levels.get("rds-not-public") == "advisory"
+    assert "rds-backup-retention" not in levels
+    pack.configure({"all": "disabled"})
+    assert pack.analyze([instance]) == []
+    pack.configure(None)
+    levels = {d.policy: d.level for d in pack.analyze([instance])}
+    assert levels["rds-not-public"] == "mandatory"
+    assert levels["rds-backup-retention"] == "mandatory"
+
+
+def test_unknown_policy_in_config_is_one_clear_error(pack):
+    with pytest.raises(PolicyPackError, match=r"unknown policies \['rds-no-public'\]"):
+        pack.configure({"rds-no-public": "advisory"})
+
+
+def test_secret_values_reach_the_pack_as_secrets_and_never_come_back(pack):
+    sentinel = "SENTINEL-policy-pack-secret"
+    secret = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": sentinel}
+    task = resource(
+        "aws:ecs/taskDefinition:TaskDefinition",
+        "task",
+        containerDefinitions=json.dumps(
+            [{"name": "mlflow", "environment": [{"name": "MLFLOW_STACK_DB_PASSWORD", "value": sentinel}]}]
+        ),
+        password=secret,
+    )
+    pack.configure(None)
+    found = pack.analyze([task])
+    assert any(d.policy == "ecs-no-plaintext-secrets" for d in found)
+    assert not any(sentinel in d.message for d in found)
+
+
+def test_the_pack_process_is_stopped_by_pid():
+    running = PolicyPackProcess(project="mlflow-stack", stack="dev")
+    running.start()
+    pid = running.pid
+    assert pid is not None
+    running.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
