@@ -208,3 +208,17 @@ def test_parliament_flags_the_mistakes_this_suite_guards_against():
     for document in (wrong_resource, wrong_condition):
         findings = parliament.analyze_policy_string(json.dumps(document)).findings
         assert {parliament.enhance_finding(f).severity for f in findings} & ABOVE_LOW, document
+
+
+@pytest.mark.parametrize("stack", STACK_FILES)
+def test_execution_role_names_the_repository_and_log_group_that_exist(stack_graph, stack):
+    """Identity builds these ARNs from deterministic names; the compute side must create exactly those."""
+    graph = stack_graph(stack)
+    policy = {statement["Sid"]: statement for statement in role_policy(graph, "execution")}
+    log_groups = {r.get("name") for r in graph.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert graph.outputs["logGroupName"] in log_groups
+    assert policy["WriteServerLogs"]["Resource"][0].endswith(f":log-group:{graph.outputs['logGroupName']}")
+    repositories = [r.get("name") for r in graph.of_type("aws:ecr/repository:Repository")]
+    if repositories:  # the image is built by this stack
+        assert policy["PullServerImage"]["Resource"].endswith(f":repository/{repositories[0]}")
+        assert len(repositories) == 1
