@@ -1,0 +1,108 @@
+"""`mlflow-stack preview`: every stack file, end to end (program under mocks -> real policy pack
+process -> cost), as a reviewer or a PR job runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from cli.main import main
+from infra.offline import SECRET_SENTINEL, list_stacks
+
+STACK_PREVIEW_BUDGET_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+
+def preview(*args: str) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["preview", *args])
+    return Run(code, out.getvalue(), err.getvalue(), time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def previews() -> dict[str, Run]:
+    return {stack: preview("--stack", stack) for stack in list_stacks()}
+
+
+@pytest.mark.parametrize("stack", list_stacks())
+def test_every_stack_file_previews_without_mandatory_violations(previews, stack):
+    run = previews[stack]
+    assert "[mandatory]" not in run.out, run.out[run.out.index("Policy violations") :]
+    assert run.code == 0
+
+
+@pytest.mark.parametrize("stack", list_stacks())
+def test_preview_is_fast_and_complete(previews, stack):
+    run = previews[stack]
+    assert run.seconds < STACK_PREVIEW_BUDGET_SECONDS, f"{stack} took {run.seconds:.1f}s"
+    assert f"Preview of stack {stack}" in run.out
+    for section in ("Resources by component", "Policy violations", "Estimated monthly cost", "price source:"):
+        assert section in run.out
+    # Resources are grouped under their component with their key settings.
+    lines = run.out.splitlines()
+    header = lines.index(f"  mlflow-{stack}-database")
+    instance = next(x for x in lines[header:] if f"mlflow-{stack}-database-instance" in x)
+    assert "instanceClass=db." in instance and "storageEncrypted=true" in instance
+
+
+@pytest.mark.parametrize("stack", list_stacks())
+def test_secrets_never_reach_the_preview(previews, stack):
+    run = previews[stack]
+    assert SECRET_SENTINEL not in run.out + run.err
+
+
+def test_dev_and_prod_costs_are_printed_with_the_price_date(previews):
+    for stack in ("dev", "prod"):
+        out = previews[stack].out
+        assert "prices as of 2025-01-15" in out
+        total = next(line for line in out.splitlines() if line.strip().startswith("total"))
+        assert total.split()[-1].startswith("$")
+    # Prod (Multi-AZ db.m7g.large, 2 bigger tasks, 3 NAT gateways) costs more than dev.
+    cost = {
+        s: float(previews[s].out.split("est. $")[1].split("/")[0].replace(",", "")) for s in ("dev", "prod")
+    }
+    assert cost["prod"] > 3 * cost["dev"]
+
+
+def test_a_waived_guard_shows_as_advisory_with_its_reason(previews):
+    out = previews["search-prod"].out
+    line = next(x for x in out.splitlines() if "rds-prod-multi-az" in x)
+    assert line.strip().startswith("[advisory]")
+    assert "waived: search's registry is rebuilt" in line
+
+
+def test_a_stricter_policy_config_blocks_the_stack(tmp_path):
+    config = tmp_path / "policy-config.json"
+    config.write_text(json.dumps({"rds-backup-retention": {"minBackupDays": 30}}))
+    run = preview("--stack", "staging", "--policy-config", str(config))
+    assert run.code == 1
+    assert "[mandatory] rds-backup-retention on mlflow-staging-database-instance" in run.out
+    assert "BLOCKED" in run.out
+
+
+def test_markdown_for_a_pr_comment():
+    run = preview("--stack", "staging", "--format", "markdown")
+    assert run.out.startswith("### mlflow-stack preview: `staging`")
+    assert "| component | per month |" in run.out
+    assert "<details><summary>Resources by component</summary>" in run.out
+
+
+def test_unknown_stack_is_one_clear_error():
+    run = preview("--stack", "nope")
+    assert run.code == 2
+    assert "no stack file" in run.err and "dev" in run.err
+    assert run.out == ""
