@@ -346,7 +346,10 @@ class AlarmSettings(_Section):
 
     email: str | None = Field(None, description="SNS email subscription for alarms (unset: no e-mail)")
     p95_latency_ms: float = Field(500, gt=0, description="ALB target p95 response time")
-    http_5xx_percent: float = Field(5, gt=0, le=100, description="share of 5xx responses")
+    # Explicit alias: the generated camelCase would be "http5XxPercent".
+    http_5xx_percent: float = Field(
+        5, gt=0, le=100, alias="http5xxPercent", description="share of 5xx responses"
+    )
     unhealthy_hosts: int = Field(1, ge=1, description="unhealthy targets")
     rds_cpu_percent: float = Field(80, gt=0, le=100, description="RDS CPU utilisation")
     rds_free_storage_percent: float = Field(10, gt=0, lt=100, description="RDS free storage left")
@@ -551,7 +554,7 @@ def _problem(key: str, what: str, fix: str) -> str:
 def _fix_for(error: Mapping[str, Any], model: type[BaseModel], field: str | None) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        valid = ", ".join(to_camel(name) for name in model.model_fields)
+        valid = ", ".join(info.alias or name for name, info in model.model_fields.items())
         return f"remove it or fix the spelling; valid keys: {valid}"
     if kind == "missing":
         return "set it in the stack file"

@@ -289,3 +289,9 @@ def test_invalid_stack_registers_nothing():
     assert "mlflow-stack:team" in str(graph.error) and "mlflow-stack:server.maxReplicas" in str(graph.error)
     assert graph.resources == []
     assert graph.outputs == {}
+
+
+def test_yaml_keys_are_readable_camel_case():
+    assert settings(alarms={"http5xxPercent": 3}).alarms.http_5xx_percent == 3
+    text = str(problems("dev", alarms={"http5XxPercent": 3}))
+    assert "mlflow-stack:alarms.http5XxPercent: unknown key" in text and "http5xxPercent" in text
