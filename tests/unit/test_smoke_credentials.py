@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -237,3 +238,18 @@ def test_local_stack_not_running_says_how_to_start_it() -> None:
 def test_local_stack_that_was_never_started_is_reported_with_its_state_dir(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match=r"the local stack in .* is not running; start it with"):
         credentials.resolve_local(tmp_path / "never-started")
+
+
+STACKS = sorted(
+    p.name[len("Pulumi.") : -len(".yaml")]
+    for p in (Path(__file__).parents[2] / "stacks").glob("Pulumi.*.yaml")
+)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_exports_the_outputs_smoke_reads(stack: str, stack_graph: Callable[[str], Any]) -> None:
+    # The contract between infra/ (exports) and --stack (reads), checked on the real program.
+    outputs = stack_graph(stack).outputs
+    missing = [key for key in credentials.STACK_OUTPUT_KEYS if key not in outputs]
+    assert not missing, f"stack {stack} does not export {missing}"
+    assert str(outputs["tracking_url"]).startswith("https://")
