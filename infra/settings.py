@@ -669,7 +669,7 @@ def _check_identity(stack: str, raw: Mapping[str, Any], problems: list[str]) -> 
     if environment is not None and (team is None or NAME_PATTERN.fullmatch(team)):
         prefix = name_prefix(team, environment)
         if len(prefix) > NAME_PREFIX_LIMIT:
-            room = NAME_PREFIX_LIMIT - len(name_prefix("", environment)) + 1
+            room = NAME_PREFIX_LIMIT - len(name_prefix(None, environment)) - len("-")
             problems.append(
                 _problem(
                     "team",

@@ -119,6 +119,8 @@ def test_bad_team_name():
 def test_team_name_too_long_for_load_balancer_names():
     error = problems("recommendations-ml-staging")
     assert "mlflow-stack:team" in str(error) and "32" in str(error)
+    assert "use a team name of at most 13 characters" in str(error)
+    settings("abcdefghijklm-staging")  # exactly 13 fits
     settings("recsys-staging")  # a short team name fits
 
 
