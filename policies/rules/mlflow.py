@@ -112,7 +112,7 @@ RULES = (
     ),
     Rule(
         name="mlflow-prod-replicas-autoscaled",
-        description="Prod runs at least two MLflow replicas, with target-tracking autoscaling.",
+        description="Prod runs at least two MLflow replicas and autoscales (scaling target and policy).",
         enforcement="mandatory",
         remediation="Set server.minReplicas >= 2 and server.maxReplicas above it in the prod stack file.",
         config={
