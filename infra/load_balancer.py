@@ -22,6 +22,8 @@ HTTP_PORT = 80
 # Where the ALB writes access logs inside its dedicated bucket.
 ACCESS_LOG_PREFIX = "alb"
 LB_NAME_LIMIT = 32
+ABORT_MULTIPART_DAYS = 7
+NONCURRENT_VERSION_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,21 @@ class LoadBalancer(pulumi.ComponentResource):
                     expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
                         days=args.access_log_retention_days
                     ),
-                )
+                ),
+                # The bucket is unversioned and ELB writes whole objects, so this rule costs nothing;
+                # it keeps the bucket within the kit's rule for every bucket (policies/rules/s3.py)
+                # should versioning or multipart uploads ever appear.
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="abort-uploads-expire-old-versions",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=ABORT_MULTIPART_DAYS
+                    ),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                        noncurrent_days=NONCURRENT_VERSION_DAYS
+                    ),
+                ),
             ],
             opts=child,
         )

@@ -159,6 +159,23 @@ def test_access_logs_go_to_a_locked_down_bucket_elb_may_write_to(new_cert_run: R
     [deny] = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
+    rules = new_cert_run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs[
+        "rules"
+    ]
+    assert all(rule["status"] == "Enabled" for rule in rules)
+    assert {"prefix": "alb/"} in [rule["filter"] for rule in rules if "expiration" in rule]
+    assert [rule["expiration"]["days"] for rule in rules if "expiration" in rule] == [90]
+    assert [
+        r["abortIncompleteMultipartUpload"]["daysAfterInitiation"]
+        for r in rules
+        if "abortIncompleteMultipartUpload" in r
+    ] == [7]
+    assert [
+        r["noncurrentVersionExpiration"]["noncurrentDays"]
+        for r in rules
+        if "noncurrentVersionExpiration" in r
+    ] == [30]
+
 
 def test_alias_record_points_the_domain_at_the_alb(new_cert_run: Run) -> None:
     [alias] = [r.inputs for r in new_cert_run.of_type(RECORD) if r.inputs["type"] == "A"]
