@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pulumi_policy.proxy import UnknownValueError
+
 Environment = Literal["dev", "staging", "prod"]
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
 
@@ -88,11 +90,23 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
+def known(props: Mapping[str, Any], key: str) -> Any:
+    """A property used only to *match* resources: unknown during preview counts as absent.
+
+    (Values a rule judges are read directly, so an unknown one makes the engine report that the
+    policy cannot run during preview instead of guessing.)
+    """
+    try:
+        return props.get(key)
+    except UnknownValueError:
+        return None
+
+
 def identifiers(resource: Resource) -> set[str]:
     """Every value another resource might use to point at this one (id, ARN, name, bucket)."""
     found = {resource.urn}
     for key in ("id", "arn", "name", "bucket", "identifier"):
-        value = resource.props.get(key)
+        value = known(resource.props, key)
         if isinstance(value, str) and value:
             found.add(value)
     return found
@@ -101,20 +115,36 @@ def identifiers(resource: Resource) -> set[str]:
 def references(source: Resource, prop: str, target: Resource) -> bool:
     """Whether `source.props[prop]` points at `target`.
 
-    The engine's property dependencies answer this even during preview (when IDs are unknown);
-    otherwise compare values, which is what works on resolved state and under mocks.
+    When the engine sent property dependencies for `prop` they are the answer (they hold even
+    during preview, when IDs are unknown); otherwise compare values, which is what works on
+    resolved state and under mocks.
     """
-    if target.urn in source.property_dependencies.get(prop, ()):
-        return True
-    return prop in source.props and refers(source.props.get(prop), target)
+    if prop in source.property_dependencies:
+        return target.urn in source.property_dependencies[prop]
+    return refers(known(source.props, prop), target)
 
 
 def refers(values: Any, target: Resource) -> bool:
     """Whether a value (or any of a list of values) is one of `target`'s identifiers."""
     wanted = identifiers(target)
     return any(
-        isinstance(value, str) and (value in wanted or _arn_names(value, wanted)) for value in as_list(values)
+        isinstance(value, str) and (value in wanted or _arn_names(value, wanted))
+        for value in known_items(values)
     )
+
+
+def known_items(values: Any) -> list[Any]:
+    """The known elements of a one-or-many value (unknown list elements skipped)."""
+    items = as_list(values)
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        return items
+    found = []
+    for index in range(len(values)):
+        try:
+            found.append(values[index])
+        except UnknownValueError:
+            continue
+    return found
 
 
 def _arn_names(value: str, wanted: set[str]) -> bool:

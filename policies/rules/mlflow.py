@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from policies.model import Context, Resource, Violation, as_list, of_type, shown
+from policies.model import Context, Resource, Violation, as_list, known, of_type, shown
 from policies.rules.ecs import SERVICE, TASK_DEFINITIONS, containers
 from policies.spec import ENVIRONMENT_PROPERTY, Rule
 
@@ -43,24 +43,25 @@ def check_basic_auth(resource: Resource, ctx: Context) -> Iterable[str]:
 def _targets_for(service: Resource, targets: list[Resource]) -> list[Resource]:
     # Autoscaling names the service "service/<cluster>/<service name>"; without a `name` input
     # the service's physical name is its id.
-    name = service.props.get("name") or service.props.get("id")
+    name = known(service.props, "name") or known(service.props, "id")
     return [
         t
         for t in targets
         if t.props.get("scalableDimension") == DESIRED_COUNT
         and (
             service.urn in t.property_dependencies.get("resourceId", ())
-            or (isinstance(name, str) and str(t.props.get("resourceId", "")).endswith(f"/{name}"))
+            or (isinstance(name, str) and str(known(t.props, "resourceId") or "").endswith(f"/{name}"))
         )
     ]
 
 
 def _has_policy(target: Resource, policies: list[Resource]) -> bool:
+    resource_id = known(target.props, "resourceId")
     return any(
         p.props.get("policyType", "StepScaling") in ("TargetTrackingScaling", "StepScaling")
         and (
             target.urn in p.property_dependencies.get("resourceId", ())
-            or p.props.get("resourceId") == target.props.get("resourceId")
+            or (resource_id is not None and known(p.props, "resourceId") == resource_id)
         )
         for p in policies
     )

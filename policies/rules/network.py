@@ -12,6 +12,8 @@ from policies.model import (
     Violation,
     as_list,
     first_block,
+    known,
+    known_items,
     of_type,
     references,
     refers,
@@ -78,7 +80,7 @@ def collect_ingress(resources: Sequence[Resource]) -> list[Ingress]:
                     group=group,
                     cidrs=tuple(as_list(block.get("cidrBlocks")) + as_list(block.get("ipv6CidrBlocks"))),
                     prefix_lists=tuple(as_list(block.get("prefixListIds"))),
-                    source_groups=tuple(as_list(block.get("securityGroups"))),
+                    source_groups=tuple(known_items(known(block, "securityGroups"))),
                     source_prop="ingress",
                     self_referencing=truthy(block.get("self")),
                     protocol=str(block.get("protocol", "")).lower(),
@@ -97,7 +99,7 @@ def collect_ingress(resources: Sequence[Resource]) -> list[Ingress]:
                     as_list(rule.props.get("cidrBlocks")) + as_list(rule.props.get("ipv6CidrBlocks"))
                 ),
                 prefix_lists=tuple(as_list(rule.props.get("prefixListIds"))),
-                source_groups=tuple(as_list(rule.props.get("sourceSecurityGroupId"))),
+                source_groups=tuple(known_items(known(rule.props, "sourceSecurityGroupId"))),
                 source_prop="sourceSecurityGroupId",
                 self_referencing=truthy(rule.props.get("self")),
                 protocol=str(rule.props.get("protocol", "")).lower(),
@@ -112,7 +114,7 @@ def collect_ingress(resources: Sequence[Resource]) -> list[Ingress]:
                 group=group_of(rule),
                 cidrs=tuple(as_list(rule.props.get("cidrIpv4")) + as_list(rule.props.get("cidrIpv6"))),
                 prefix_lists=tuple(as_list(rule.props.get("prefixListId"))),
-                source_groups=tuple(as_list(rule.props.get("referencedSecurityGroupId"))),
+                source_groups=tuple(known_items(known(rule.props, "referencedSecurityGroupId"))),
                 source_prop="referencedSecurityGroupId",
                 self_referencing=False,
                 protocol=str(rule.props.get("ipProtocol", "")).lower(),
@@ -159,7 +161,7 @@ def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Itera
         for g in groups
         if any(
             g.urn in svc.property_dependencies.get("networkConfiguration", ())
-            or refers(first_block(svc.props.get("networkConfiguration")).get("securityGroups"), g)
+            or refers(known(first_block(svc.props.get("networkConfiguration")), "securityGroups"), g)
             for svc in services
         )
     ]

@@ -140,3 +140,43 @@ def test_the_pack_process_is_stopped_by_pid():
     running.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's "unknown string" during preview
+
+
+def test_during_preview_companions_are_matched_by_property_dependencies(pack):
+    """A first `pulumi preview`: bucket names are unknown, the engine's dependencies are not."""
+    bucket = resource("aws:s3/bucket:Bucket", "logs", bucket=UNKNOWN)
+    other = resource("aws:s3/bucket:Bucket", "other", bucket=UNKNOWN)
+    block = AnalyzedResource(
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "logs-pab",
+        "urn:pulumi:prod::mlflow-stack::aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock::logs-pab",
+        {"bucket": UNKNOWN},
+        {
+            "bucket": UNKNOWN,
+            "blockPublicAcls": True,
+            "blockPublicPolicy": True,
+            "ignorePublicAcls": True,
+            "restrictPublicBuckets": True,
+        },
+        provider=PROVIDER,
+        property_dependencies={"bucket": (bucket.urn,)},
+    )
+    pack.configure(None)
+    found = [d for d in pack.analyze([bucket, other, block]) if d.policy == "s3-public-access-blocked"]
+    assert [(d.level, d.urn.rsplit("::", 1)[-1], d.message) for d in found] == [
+        ("mandatory", "other", "bucket other has no BucketPublicAccessBlock")
+    ]
+
+
+def test_an_unknown_judged_value_is_reported_as_not_checkable_yet(pack):
+    listener = resource(
+        "aws:lb/listener:Listener", "https", protocol="HTTPS", sslPolicy=UNKNOWN, certificateArn="c"
+    )
+    pack.configure(None)
+    found = [d for d in pack.analyze([listener]) if d.policy == "alb-https-tls-policy"]
+    assert len(found) == 1
+    assert found[0].level == "advisory"
+    assert "can't run policy 'alb-https-tls-policy'" in found[0].message and ".sslPolicy" in found[0].message
