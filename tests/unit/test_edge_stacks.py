@@ -16,6 +16,7 @@ from edge_harness import STACKS
 from infra.compute.image import image_can_run_read_only
 from infra.compute.spec import RUN_AS_USER, SCRATCH_PATH
 from infra.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings
+from infra.settings import Settings, build_settings
 from server import contract
 
 LISTENER = "aws:lb/listener:Listener"
@@ -34,9 +35,9 @@ SMOKE_OUTPUTS = (
     "region",
 )
 
-# (min, max) tasks, log retention days, ALB deletion protection + access logs, as the presets and
-# stack files set them.
-EXPECTED: dict[str, dict[str, Any]] = {
+# What the presets and the shipped stack files set, spelt out: (min, max) tasks, log retention
+# days, ALB deletion protection (+ access logs). Any other stack file is checked against its settings.
+SHIPPED: dict[str, dict[str, Any]] = {
     "dev": {"tasks": (1, 2), "log_days": 14, "alb_protected": False},
     "staging": {"tasks": (2, 4), "log_days": 30, "alb_protected": False},
     "prod": {"tasks": (2, 6), "log_days": 90, "alb_protected": True},
@@ -56,8 +57,25 @@ def _listener(graph: ResourceGraph, port: int) -> dict[str, Any]:
     return listener
 
 
-def test_the_shipped_stack_files_are_the_ones_with_expectations() -> None:
-    assert set(STACKS) == set(EXPECTED)
+def _settings(graph: ResourceGraph) -> Settings:
+    raw = {
+        key.split(":", 1)[1]: value for key, value in graph.config.items() if key.startswith("mlflow-stack:")
+    }
+    return build_settings(graph.stack, graph.config["aws:region"], raw)
+
+
+def _expected(graph: ResourceGraph) -> dict[str, Any]:
+    settings = _settings(graph)
+    return {
+        "tasks": (settings.server.min_replicas, settings.server.max_replicas),
+        "log_days": settings.server.log_retention_days,
+        "alb_protected": settings.load_balancer.deletion_protection,
+    }
+
+
+@pytest.mark.parametrize("stack", sorted(SHIPPED))
+def test_shipped_stacks_get_the_preset_numbers(stack_graph: GraphFor, stack: str) -> None:
+    assert _expected(stack_graph(stack)) == SHIPPED[stack]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -105,7 +123,7 @@ def test_service_has_no_public_ip(stack_graph: GraphFor, stack: str) -> None:
 def test_autoscaling_per_preset_with_both_tracking_policies(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     target = graph.one("aws:appautoscaling/target:Target")
-    assert (target.get("minCapacity"), target.get("maxCapacity")) == EXPECTED[stack]["tasks"]
+    assert (target.get("minCapacity"), target.get("maxCapacity")) == _expected(graph)["tasks"]
     assert target.get("resourceId") == (
         f"service/{graph.outputs['ecs_cluster_name']}/{graph.outputs['ecs_service_name']}"
     )
@@ -114,7 +132,7 @@ def test_autoscaling_per_preset_with_both_tracking_policies(stack_graph: GraphFo
         for p in graph.of_type("aws:appautoscaling/policy:Policy")
     )
     assert metrics == ["ALBRequestCountPerTarget", "ECSServiceAverageCPUUtilization"]
-    assert graph.one(SERVICE).get("desiredCount") == EXPECTED[stack]["tasks"][0]
+    assert graph.one(SERVICE).get("desiredCount") == _expected(graph)["tasks"][0]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -197,7 +215,7 @@ def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor
     graph = stack_graph(stack)
     log_group = graph.named(f"{_prefix(graph)}-compute-logs")
     assert log_group.get("name") == f"/mlflow-stack/{stack}/server" == graph.outputs["logGroupName"]
-    assert log_group.get("retentionInDays") == EXPECTED[stack]["log_days"]
+    assert log_group.get("retentionInDays") == _expected(graph)["log_days"]
     assert _container(graph)["logConfiguration"]["options"]["awslogs-group"] == log_group.get("name")
     execution_policy = next(
         r for r in graph.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.endswith("execution-policy")
@@ -233,7 +251,7 @@ def test_image_is_built_into_the_repository_the_execution_role_may_pull(
 def test_alb_protection_and_access_logs_follow_the_preset(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     alb = graph.one("aws:lb/loadBalancer:LoadBalancer")
-    protected = EXPECTED[stack]["alb_protected"]
+    protected = _expected(graph)["alb_protected"]
     assert alb.get("enableDeletionProtection") is protected
     assert alb.get("dropInvalidHeaderFields") is True
     # Access logs come with prod's preset, into the edge's own locked-down bucket.
