@@ -73,10 +73,12 @@ def check_no_wildcard_resource_on_data(resource: Resource, ctx: Context) -> Iter
     for label, statement in allow_statements(resource):
         if "*" not in as_list(statement.get("Resource")) and "NotResource" not in statement:
             continue
+        # An action's service part may itself be a pattern ("*", "s3*"): it counts if it covers
+        # any data service.
         data_actions = sorted(
             str(a)
             for a in as_list(statement.get("Action"))
-            if str(a).split(":", 1)[0].lower() in data_services
+            if any(fnmatch.fnmatchcase(service, str(a).split(":", 1)[0].lower()) for service in data_services)
         )
         if data_actions:
             yield f'{label}: data actions {", ".join(data_actions)} allowed on Resource "*"'

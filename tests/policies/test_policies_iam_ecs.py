@@ -60,6 +60,11 @@ def test_data_actions_on_any_resource_fail():
         "iam-no-wildcard-resource-on-data", res("aws:iam/rolePolicy:RolePolicy", "p", policy=policy(wide))
     )
     assert found == ['policy: data actions secretsmanager:GetSecretValue allowed on Resource "*"']
+    everything = {"Effect": "Allow", "Action": ["*", "kms:Decrypt*"], "Resource": "*"}
+    found = violations(
+        "iam-no-wildcard-resource-on-data", res("aws:iam/policy:Policy", "p", policy=policy(everything))
+    )
+    assert found == ['policy: data actions *, kms:Decrypt* allowed on Resource "*"']
 
 
 def test_managed_full_access_attachments_fail():
