@@ -2,7 +2,8 @@
 
 Thin glue: resolve the target (lifecycle.credentials), run lifecycle.smoke, print the report.
 Exit codes: 0 every check passed and cleanup succeeded; 1 a check or a cleanup step failed;
-2 bad options or the target could not be resolved (nothing was sent to the server).
+2 bad options or the target could not be resolved (nothing was sent to the server); 130 interrupted
+(after cleanup).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import sys
 
 from lifecycle.client import DEFAULT_TIMEOUT_SECONDS
 from lifecycle.smoke_report import EXIT_USAGE
+
+# The shell's convention for "stopped by SIGINT".
+EXIT_INTERRUPTED = 130
 
 URL_ONLY_OPTIONS = ("username", "password_file")
 NOT_LOCAL_OPTIONS = ("ca_file", "http_url")
@@ -116,17 +120,22 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     smoke_id = new_smoke_id()
-    if args.json:
-        report = run_smoke(target, timeout=args.timeout, keep=args.keep, smoke_id=smoke_id)
-        print(format_json(report))
-        return report.exit_code
+    try:
+        if args.json:
+            report = run_smoke(target, timeout=args.timeout, keep=args.keep, smoke_id=smoke_id)
+            print(format_json(report))
+            return report.exit_code
 
-    # Rows are printed as they finish: the registry check takes a few seconds.
-    print(format_header(target.url, target.source, smoke_id), flush=True)
+        # Rows are printed as they finish: the registry check takes a few seconds.
+        print(format_header(target.url, target.source, smoke_id), flush=True)
 
-    def show(result: CheckResult) -> None:
-        print(format_row(result), flush=True)
+        def show(result: CheckResult) -> None:
+            print(format_row(result), flush=True)
 
-    report = run_smoke(target, timeout=args.timeout, keep=args.keep, smoke_id=smoke_id, on_result=show)
+        report = run_smoke(target, timeout=args.timeout, keep=args.keep, smoke_id=smoke_id, on_result=show)
+    except KeyboardInterrupt:
+        # run_smoke's cleanup has already run (its rows were printed in table mode).
+        print(f"mlflow-stack smoke: interrupted; cleanup of {smoke_id} was attempted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_footer(report))
     return report.exit_code
