@@ -173,7 +173,7 @@ class DatabaseSettings(_Section):
     allocated_storage_gb: int = Field(20, ge=20, le=65536, description="initial gp3 storage")
     max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="storage autoscaling ceiling")
     multi_az: bool = Field(False, description="standby replica in a second AZ")
-    backup_retention_days: int = Field(1, ge=0, le=35, description="automated backup retention")
+    backup_retention_days: int = Field(7, ge=0, le=35, description="automated backup retention")
     deletion_protection: bool = Field(False, description="RDS deletion protection")
     final_snapshot: bool = Field(False, description="take a final snapshot when the instance is deleted")
     performance_insights: bool = Field(True, description="Performance Insights (7 days, free tier)")
@@ -384,7 +384,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "instanceClass": "db.t4g.micro",
             "maxAllocatedStorageGb": 100,
             "multiAz": False,
-            "backupRetentionDays": 1,
+            # Not 1: the policy pack (rds-backup-retention) requires 7 days in every environment,
+            # and a dev database's backups up to its own size cost nothing extra.
+            "backupRetentionDays": 7,
             "deletionProtection": False,
             "finalSnapshot": False,
         },

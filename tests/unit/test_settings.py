@@ -34,7 +34,7 @@ def problems(stack: str = "dev", region: str | None = "us-east-1", **raw: Any) -
 @pytest.mark.parametrize(
     ("stack", "instance_class", "multi_az", "backups", "nat", "max_replicas", "deletion_protection"),
     [
-        ("dev", "db.t4g.micro", False, 1, "single", 2, False),
+        ("dev", "db.t4g.micro", False, 7, "single", 2, False),
         ("staging", "db.t4g.small", False, 7, "single", 4, False),
         ("prod", "db.m7g.large", True, 14, "per_az", 6, True),
     ],
