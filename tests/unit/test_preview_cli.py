@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import resource
 import time
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ import pytest
 from cli.main import main
 from infra.offline import SECRET_SENTINEL, list_stacks
 
+# The budget is CPU seconds (this process and the pack's), not wall time: the machine's 2 cores are
+# shared with other suites, and under a load average of 20+ the same 5 CPU-second preview takes
+# 20 s of wall time. Idle, wall time is within a second of CPU time (4.3 s for dev).
 STACK_PREVIEW_BUDGET_SECONDS = 15
 
 
@@ -23,14 +27,20 @@ class Run:
     out: str
     err: str
     seconds: float
+    cpu_seconds: float
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def preview(*args: str) -> Run:
     out, err = io.StringIO(), io.StringIO()
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _cpu()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["preview", *args])
-    return Run(code, out.getvalue(), err.getvalue(), time.monotonic() - started)
+    return Run(code, out.getvalue(), err.getvalue(), time.monotonic() - started, _cpu() - cpu)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +58,9 @@ def test_every_stack_file_previews_without_mandatory_violations(previews, stack)
 @pytest.mark.parametrize("stack", list_stacks())
 def test_preview_is_fast_and_complete(previews, stack):
     run = previews[stack]
-    assert run.seconds < STACK_PREVIEW_BUDGET_SECONDS, f"{stack} took {run.seconds:.1f}s"
+    assert run.cpu_seconds < STACK_PREVIEW_BUDGET_SECONDS, (
+        f"{stack} took {run.cpu_seconds:.1f} CPU s ({run.seconds:.1f} s wall)"
+    )
     assert f"Preview of stack {stack}" in run.out
     for section in ("Resources by component", "Policy violations", "Estimated monthly cost", "price source:"):
         assert section in run.out
