@@ -48,6 +48,28 @@ def test_the_pack_serves_every_rule_with_its_enforcement_level(pack):
         assert served[rule.name].scope == rule.scope
 
 
+def test_the_rules_import_and_build_without_starting_a_server():
+    """Only policies/__main__.py constructs PolicyPack (which serves and blocks)."""
+    import subprocess
+    import sys
+
+    from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
+
+    from policies.pack import build_policies
+
+    built = build_policies()
+    assert [p.name for p in built] == [r.name for r in ALL_RULES]
+    kinds = {p.name: isinstance(p, StackValidationPolicy) for p in built}
+    assert all(isinstance(p, ResourceValidationPolicy | StackValidationPolicy) for p in built)
+    assert kinds["s3-tls-only"] and not kinds["rds-not-public"]
+    # Importing the package's modules in a fresh interpreter returns at once (no server, no port).
+    code = "import policies.pack, policies.rules, policies.analyzer, policies.report; print('imported')"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "imported\n"
+
+
 def test_a_broken_stack_fails_with_the_right_rule_names():
     """Public database, plain-HTTP forwarding with no TLS, wildcard IAM: blocked, by name."""
     broken = [
