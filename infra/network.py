@@ -183,20 +183,10 @@ class Network(pulumi.ComponentResource):
             retention_in_days=FLOW_LOG_RETENTION_DAYS,
             opts=child_opts(self),
         )
+        account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         role = aws.iam.Role(
             f"{name}-flow-logs-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=account_id.apply(flow_logs_trust_policy),
             permissions_boundary=permissions_boundary_arn,
             opts=child_opts(self),
         )
@@ -234,6 +224,23 @@ class Network(pulumi.ComponentResource):
             max_aggregation_interval=600,
             opts=child_opts(self),
         )
+
+
+def flow_logs_trust_policy(account_id: str) -> str:
+    # aws:SourceAccount: only flow logs of this account may use the role (confused deputy).
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                }
+            ],
+        }
+    )
 
 
 def _zone(names: list[str], index: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +395,37 @@ def test_lifecycle_configuration_passes_botocore_validation(stack_graph, stack):
     report = ParamValidator().validate(request, operation.input_shape)
     assert not report.has_errors(), report.generate_report()
     assert len(request["LifecycleConfiguration"]["Rules"]) == 4
+
+
+def test_longest_team_name_fits_every_aws_name(tmp_path: Path):
+    """The settings' name check is enough: with the longest team name allowed, every physical name fits."""
+    stack = "abcdefghijklm-staging"  # 13 characters: the most settings accept for staging
+    (tmp_path / f"Pulumi.{stack}.yaml").write_text(
+        "config:\n"
+        "  aws:region: ap-southeast-2\n"
+        "  mlflow-stack:owner: team@example.com\n"
+        "  mlflow-stack:costCenter: CC-1\n"
+        "  mlflow-stack:domain:\n"
+        "    name: mlflow.team.example.com\n"
+        "    hostedZoneId: Z08234151D8Y5QF9XJ3TL\n"
+    )
+    graph = run_program(stack, stack_dir=tmp_path)
+    assert graph.error is None, graph.error
+    limits = {  # type -> (input, max length, pattern)
+        BUCKET: ("bucket", 63, r"[a-z0-9][a-z0-9.-]*[a-z0-9]"),
+        RDS: ("identifier", 63, r"[a-z][a-z0-9]*(-[a-z0-9]+)*"),
+        "aws:iam/role:Role": ("name", 64, r"[\w+=,.@-]+"),
+        "aws:lb/loadBalancer:LoadBalancer": ("name", 32, r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"),
+        "aws:lb/targetGroup:TargetGroup": ("name", 32, r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"),
+        "aws:rds/subnetGroup:SubnetGroup": ("name", 255, r"[a-z0-9 ._-]+"),
+        "aws:rds/parameterGroup:ParameterGroup": ("name", 255, r"[a-z][a-z0-9]*(-[a-z0-9]+)*"),
+    }
+    checked = 0
+    for type_token, (key, limit, pattern) in limits.items():
+        for resource in graph.of_type(type_token):
+            value = resource.get(key)
+            if value is None:
+                continue
+            assert len(value) <= limit and re.fullmatch(pattern, value), (type_token, value)
+            checked += 1
+    assert checked >= 7

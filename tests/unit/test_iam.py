@@ -222,3 +222,13 @@ def test_execution_role_names_the_repository_and_log_group_that_exist(stack_grap
     if repositories:  # the image is built by this stack
         assert policy["PullServerImage"]["Resource"].endswith(f":repository/{repositories[0]}")
         assert len(repositories) == 1
+
+
+def test_every_data_plane_role_trusts_only_this_account(stack_graph):
+    graph = stack_graph("prod")
+    components = {"mlflow-prod-network", "mlflow-prod-identity"}
+    roles = [role for role in graph.of_type("aws:iam/role:Role") if role.parent_name in components]
+    assert len(roles) == 3  # flow logs, task runtime, task execution
+    for role in roles:
+        for statement in statements(role.get("assumeRolePolicy")):
+            assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012", role.name
