@@ -99,27 +99,43 @@ def _group_members(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def _live(proc: psutil.Process) -> bool:
+    """Running and not a zombie. An exited process whose parent is init may stay a zombie for a
+    while until init reaps it; it no longer runs anything, so it counts as stopped."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _live(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if _live(p)]
+    return alive
+
+
 def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
     """Stop the recorded process and its descendants; True if it was running.
 
-    Graceful signal first (to the process group we created, so workers get it too), then SIGKILL
-    for anything still alive at the deadline.
+    The graceful signal goes to the leader only: PostgreSQL's postmaster and MLflow's server
+    command each shut their own children down in order (a signal to every child at once makes
+    PostgreSQL's shutdown slower, not faster). Whatever is still alive at the deadline — the leader
+    or any descendant — gets SIGKILL.
     """
     proc = find_process(record)
     if proc is None:
         return False
     members = _group_members(proc)
-    try:
-        os.killpg(record.pid, record.stop_signal)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
+    with contextlib.suppress(psutil.NoSuchProcess):
         proc.send_signal(record.stop_signal)
-    _gone, alive = psutil.wait_procs(members, timeout=timeout)
+    alive = _wait_gone(members, timeout)
     for leftover in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             leftover.kill()
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5.0)
     # Reap our own child if this process started it (avoids a zombie in long-lived test runs).
     with contextlib.suppress(ChildProcessError):
         os.waitpid(record.pid, os.WNOHANG)

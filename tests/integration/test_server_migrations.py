@@ -58,6 +58,7 @@ class Cluster:
             contract.HOST.name: "127.0.0.1",
             contract.PORT.name: str(port),
             contract.WORKERS.name: "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
         }
         env.update({name + contract.FILE_SUFFIX: str(path) for name, path in self.files.items()})
         return env
