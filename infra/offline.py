@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pulumi
 import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.stack import run_pulumi_func
 
 from infra.settings import CONFIG_NAMESPACE, PROJECT, SettingsError
 
@@ -36,6 +41,10 @@ MOCK_ACCOUNT_ID = "123456789012"
 # Every generated secret (random passwords) starts with this, so a test can scan the whole graph
 # for it: it must only ever appear inside a `Secret`.
 SECRET_SENTINEL = "SENTINEL-do-not-leak-"  # noqa: S105 - the marker mock secrets carry
+
+
+# Services whose ARNs have no region.
+GLOBAL_SERVICES = frozenset({"iam", "s3", "route53", "cloudfront", "organizations"})
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,7 @@ def _short_hash(*parts: str, length: int = 17) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
 
-class AwsMocks:
+class AwsMocks(Mocks):
     """Answers resource registrations and invokes the way AWS would, deterministically."""
 
     # type token -> EC2-style id prefix
@@ -199,7 +208,7 @@ class AwsMocks:
     def __init__(self, stack: str, region: str) -> None:
         self.stack = stack
         self.region = region
-        self.registrations: list[tuple[Any, str, dict[str, Any]]] = []
+        self.registrations: list[tuple[MockResourceArgs, str, dict[str, Any]]] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def _arn(self, service: str, resource: str, *, region: bool = True) -> str:
@@ -209,20 +218,21 @@ class AwsMocks:
         return str(uuid.UUID(hashlib.md5(f"{self.stack}/{name}".encode()).hexdigest()))  # noqa: S324 - ids, not security
 
     # -- resources -------------------------------------------------------------------------
-    def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         resource_id, state = self._state(args.typ, args.name, dict(args.inputs))
         self.registrations.append((args, resource_id, state))
         return resource_id, state
 
     def _state(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        from pulumi.runtime import rpc
-
         state = dict(inputs)
         short = _short_hash(self.stack, typ, name)
         physical = _plain(inputs.get("name")) or f"{name}-{short[:7]}"
         module, _, kind = typ.partition(":")[2].partition("/")
         service = module.split("/")[0]
-        state.setdefault("arn", self._arn(service, f"{kind.split(':')[0].lower()}/{physical}"))
+        regional = service not in GLOBAL_SERVICES
+        state.setdefault(
+            "arn", self._arn(service, f"{kind.split(':')[0].lower()}/{physical}", region=regional)
+        )
         resource_id: str = physical
 
         if typ.startswith("pulumi:providers:"):
@@ -337,7 +347,7 @@ class AwsMocks:
         return resource_id, state
 
     # -- invokes ---------------------------------------------------------------------------
-    def call(self, args: Any) -> dict[str, Any]:
+    def call(self, args: MockCallArgs) -> dict[str, Any]:  # type: ignore[override] - no check failures
         invoke: str = args.token
         region = _plain(args.args.get("region")) or self.region
         if invoke == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -369,8 +379,6 @@ class AwsMocks:
             # The us-east-1 ELB log delivery account; the value only has to look right here.
             return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
         if invoke == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            from pulumi.runtime import rpc
-
             return {
                 "authorizationToken": rpc.wrap_rpc_secret(SECRET_SENTINEL + "ecr-token"),
                 "password": rpc.wrap_rpc_secret(SECRET_SENTINEL + "ecr-password"),
@@ -386,17 +394,10 @@ class AwsMocks:
 
 def _plain(value: Any) -> Any:
     """An input as a plain value: rpc secrets unwrapped."""
-    if isinstance(value, Mapping) and "value" in value and len(value) == 2:
-        from pulumi.runtime import rpc
-
-        if rpc.is_rpc_secret(value):
-            return rpc.unwrap_rpc_secret(value)
-    return value
+    return rpc.unwrap_rpc_secret(value) if rpc.is_rpc_secret(value) else value
 
 
 def _to_graph_value(value: Any) -> Any:
-    from pulumi.runtime import rpc
-
     if rpc.is_rpc_secret(value):
         return Secret(_to_graph_value(rpc.unwrap_rpc_secret(value)))
     if isinstance(value, Mapping):
@@ -442,26 +443,23 @@ def run_program(
 
 
 def _run_in_fresh_runtime(graph: ResourceGraph, program: Path) -> None:
-    import pulumi
-    from pulumi.runtime import settings as runtime_settings
-    from pulumi.runtime.stack import run_pulumi_func
-
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         region = str(graph.config.get("aws:region", "us-east-1"))
         mocks = AwsMocks(graph.stack, region)
+        monitor = MockMonitor(mocks)
         pulumi.runtime.set_all_config({key: _runtime_config_value(v) for key, v in graph.config.items()}, [])
-        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=graph.stack, preview=False)
+        pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=graph.stack, preview=False, monitor=monitor)
         # Not set by set_mocks: without these, two runs would share one set of pending outputs.
         runtime_settings.SETTINGS.outputs = set()
         runtime_settings.SETTINGS.lock = threading.Lock()
 
         observed: dict[tuple[str, str], tuple[pulumi.Resource, pulumi.Resource | None]] = {}
 
-        def observe(args: pulumi.ResourceTransformationArgs) -> None:
+        def observe(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
             observed[(args.type_, args.name)] = (args.resource, args.opts.parent)
-            return None
+            return None  # observe only, change nothing
 
         pulumi.runtime.register_stack_transformation(observe)
 
@@ -475,15 +473,13 @@ def _run_in_fresh_runtime(graph: ResourceGraph, program: Path) -> None:
         root = runtime_settings.get_root_resource()
         exports = dict(getattr(root, "outputs", {}))
         graph.outputs = loop.run_until_complete(_resolve_outputs(exports))
-        graph.resources = _collect(mocks, observed)
+        graph.resources = _collect(mocks, monitor, observed)
     finally:
         loop.close()
         asyncio.set_event_loop(None)
 
 
 async def _resolve_outputs(exports: dict[str, Any]) -> dict[str, Any]:
-    import pulumi
-
     resolved: dict[str, Any] = {}
     for name, value in exports.items():
         output = pulumi.Output.from_input(value)
@@ -492,9 +488,11 @@ async def _resolve_outputs(exports: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _collect(mocks: AwsMocks, observed: dict[tuple[str, str], Any]) -> list[RegisteredResource]:
+def _collect(
+    mocks: AwsMocks, monitor: MockMonitor, observed: dict[tuple[str, str], Any]
+) -> list[RegisteredResource]:
     urns = {}
-    for urn in mocks_urns(mocks):
+    for urn in monitor.resources:
         qualified_type, name = urn.split("::")[2:4]
         urns[(qualified_type.split("$")[-1], name)] = urn
     resources = []
@@ -516,10 +514,3 @@ def _collect(mocks: AwsMocks, observed: dict[tuple[str, str], Any]) -> list[Regi
             )
         )
     return resources
-
-
-def mocks_urns(mocks: AwsMocks) -> list[str]:
-    from pulumi.runtime import settings as runtime_settings
-
-    monitor = runtime_settings.SETTINGS.monitor
-    return list(monitor.resources) if monitor is not None else []
