@@ -118,3 +118,26 @@ def test_unknown_stack_is_one_clear_error():
     assert run.code == 2
     assert "no stack file" in run.err and "dev" in run.err
     assert run.out == ""
+
+
+def test_refresh_prices_without_credentials_stops_before_touching_the_table(monkeypatch, tmp_path):
+    from infra.cost import PRICES_PATH
+
+    for var in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    before = PRICES_PATH.read_bytes()
+    run = preview("--stack", "dev", "--refresh-prices")
+    assert run.code == 2
+    assert "--refresh-prices needs AWS credentials" in run.err
+    assert run.out == ""
+    assert PRICES_PATH.read_bytes() == before
