@@ -549,7 +549,7 @@ def parse_stack_name(stack: str) -> tuple[str | None, str | None]:
 
 
 def _problem(key: str, what: str, fix: str) -> str:
-    qualified = key if ":" in key else f"{CONFIG_NAMESPACE}:{key}"  # e.g. aws:region
+    qualified = key if key.startswith("aws:") else f"{CONFIG_NAMESPACE}:{key}"  # aws:region is not ours
     return f"{qualified}: {what} — {fix}"
 
 
@@ -702,9 +702,28 @@ def _string_map(key: str, raw: Mapping[str, Any], problems: list[str], fix: str)
     return dict(value)
 
 
+# Tag keys the stack sets itself (see Settings.default_tags), and the setting that drives each.
+MANAGED_TAGS: dict[str, str] = {
+    "team": "the stack name <team>-<env>",
+    "environment": "the stack name",
+    "owner": "mlflow-stack:owner",
+    "cost-center": "mlflow-stack:costCenter",
+    "project": "the project name",
+    "stack": "the stack name",
+}
+
+
 def _check_tags(tags: dict[str, str], problems: list[str]) -> None:
     for tag_key, tag_value in tags.items():
-        if len(tag_key) > 128 or len(tag_value) > 256 or tag_key.lower().startswith("aws:"):
+        if tag_key in MANAGED_TAGS:
+            problems.append(
+                _problem(
+                    f"tags.{tag_key}",
+                    "is set by the stack itself and would be overwritten",
+                    f"remove it; it comes from {MANAGED_TAGS[tag_key]}",
+                )
+            )
+        elif len(tag_key) > 128 or len(tag_value) > 256 or tag_key.lower().startswith("aws:"):
             problems.append(
                 _problem(
                     f"tags.{tag_key}",

@@ -135,3 +135,19 @@ def test_a_stack_file_from_another_directory(tmp_path: Path):
 def test_unknown_stack_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match=r"stacks here: .*dev.*prod"):
         run_program("qa")
+
+
+def test_data_source_mocks_answer_for_the_stack_region(tmp_path: Path):
+    program = tmp_path / "lookups.py"
+    program.write_text(
+        "import pulumi, pulumi_aws as aws\n"
+        "pulumi.export('region', aws.get_region_output().region)\n"
+        "pulumi.export('zones', aws.get_availability_zones_output(state='available').names)\n"
+        "pulumi.export('account', aws.get_caller_identity_output().account_id)\n"
+        "pulumi.export('partition', aws.get_partition_output().partition)\n"
+    )
+    graph = run_program("search-prod", program=program)
+    assert graph.outputs["region"] == "eu-west-1"
+    assert graph.outputs["zones"][:2] == ["eu-west-1a", "eu-west-1b"]
+    assert graph.outputs["account"] == MOCK_ACCOUNT_ID
+    assert graph.outputs["partition"] == "aws"

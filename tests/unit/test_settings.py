@@ -297,3 +297,9 @@ def test_yaml_keys_are_readable_camel_case():
     assert settings(alarms={"http5xxPercent": 3}).alarms.http_5xx_percent == 3
     text = str(problems("dev", alarms={"http5XxPercent": 3}))
     assert "mlflow-stack:alarms.http5XxPercent: unknown key" in text and "http5xxPercent" in text
+
+
+def test_extra_tags_cannot_shadow_the_required_ones():
+    text = str(problems("dev", tags={"owner": "someone-else", "aws:created-by": "me"}))
+    assert "mlflow-stack:tags.owner: is set by the stack itself" in text and "mlflow-stack:owner" in text
+    assert "mlflow-stack:tags.aws:created-by: is not a valid AWS tag" in text
