@@ -162,11 +162,16 @@ def run_status(args: argparse.Namespace) -> int:
     info = LocalStack(args.state_dir).status()
     if args.json:
         print(_json(info))
+    elif info.running:
+        _print_info(info, "The local stack is running:")
     else:
-        _print_info(
-            info, "The local stack is running:" if info.running else "The local stack is NOT running:"
-        )
+        for proc in info.processes:
+            state = "running" if proc.running else "STOPPED"
+            print(f"  {proc.name:<12} pid {proc.pid:<8} {state:<8} log: {proc.log_file}")
     if not info.running:
-        print("The local stack is not running; start it with `mlflow-stack local up`.", file=sys.stderr)
+        print(
+            f"The local stack in {info.state_dir} is not running; start it with `mlflow-stack local up`.",
+            file=sys.stderr,
+        )
         return 1
     return 0

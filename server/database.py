@@ -167,8 +167,18 @@ def _bootstrap_admin() -> None:
     auth.bootstrap_admin_user()
 
 
+def _import_mlflow() -> None:
+    """Import MLflow's store and auth modules (seconds of CPU) *before* taking the lock, so
+    replicas starting together pay that cost in parallel instead of one after another.
+    `mlflow.server.auth` reads MLFLOW_AUTH_CONFIG_PATH at import: the config is written by now."""
+    import mlflow.server.auth
+    import mlflow.server.auth.db.utils
+    import mlflow.store.db.utils  # noqa: F401
+
+
 def prepare_databases(settings: ServerSettings) -> PreparationReport:
     """Create the auth DB if missing and migrate both schemas, once across all replicas."""
+    _import_mlflow()
     conn = _connect(settings, settings.db_name)
     try:
         with migration_lock(conn):
