@@ -7,6 +7,7 @@ Exit codes (shared with `mlflow-stack models`):
   0  done (or, in a dry run, listed)        1  some runs could not be changed (listed in the report)
   2  bad options or unresolvable target     3  the server or its API failed (nothing more was tried)
   4  lock held by another pipeline          5  the registry is not in a state to act on
+  130 interrupted (Ctrl-C/SIGINT): what was done is kept; rerun the same command to finish
 This module also holds the connection and lock options `cli/models.py` shares.
 """
 
@@ -29,6 +30,7 @@ EXIT_USAGE = 2
 EXIT_API = 3
 EXIT_LOCKED = 4
 EXIT_PRECONDITION = 5
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 DEFAULT_LOCK_TABLE = "mlflow-stack-locks"
 
@@ -220,6 +222,11 @@ def run_command(
         return fail(EXIT_API, "lock", str(error))
     except PreconditionFailed as error:
         return fail(EXIT_PRECONDITION, "precondition", str(error))
+    except KeyboardInterrupt as error:
+        # Every write is idempotent and nothing is half-done per run: rerunning finishes the job.
+        return fail(
+            EXIT_INTERRUPTED, "interrupted", f"{error or 'interrupted'}; rerun the same command to finish"
+        )
     if args.json:
         print(json.dumps({"ok": code == EXIT_OK, "command": name, "exit_code": code, **body}, default=str))
     else:

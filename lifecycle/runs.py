@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -199,8 +199,8 @@ def iter_runs(
 def model_linked_run_ids(conn: Connection) -> set[str]:
     """Run ids that any registered model version points to — deleting them would orphan a version.
 
-    MLflow 3 versions registered from a logged model carry `model_id`; their source run is the
-    logged model's `source_run_id`, looked up when the version itself names no run.
+    A version normally names its run (MLflow 3 fills it from the logged model it was registered
+    from); for one that does not, the logged model's `source_run_id` is looked up.
     """
     run_ids: set[str] = set()
     model_ids: set[str] = set()
@@ -210,6 +210,7 @@ def model_linked_run_ids(conn: Connection) -> set[str]:
     for version in versions:
         if version.get("run_id"):
             run_ids.add(version["run_id"])
+            continue
         # The REST shape of a version has no model_id; its source names the logged model.
         source = str(version.get("source", ""))
         if source.startswith("models:/m-"):
@@ -230,13 +231,23 @@ def model_linked_run_ids(conn: Connection) -> set[str]:
 # --- writing --------------------------------------------------------------------------------
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into it) stopped a batch; `outcome` is what was done before."""
+
+    def __init__(self, outcome: ActionOutcome) -> None:
+        super().__init__(f"interrupted after {len(outcome.done)} run(s) were changed")
+        self.outcome = outcome
+
+
 def run_bounded(
     run_ids: Iterable[str], action: Callable[[str], None], concurrency: int = DEFAULT_CONCURRENCY
 ) -> ActionOutcome:
     """Apply `action` to each run id with at most `concurrency` requests in flight.
 
     Failures are collected per run instead of aborting the batch: one bad run must not leave the
-    other 4,999 undone, and the report names exactly which ones to look at.
+    other 4,999 undone, and the report names exactly which ones to look at. Work is submitted as
+    slots free up (not all at once), so an interrupt stops within the requests already in flight;
+    what was done is kept in the raised `Interrupted`, and a rerun picks up the rest.
     """
     outcome = ActionOutcome()
 
@@ -249,14 +260,35 @@ def run_bounded(
             return run_id, "failed", str(error)
         return run_id, "done", ""
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for run_id, result, message in pool.map(attempt, run_ids):
-            if result == "done":
-                outcome.done.append(run_id)
-            elif result == "gone":
-                outcome.already_gone.append(run_id)
-            else:
-                outcome.failed[run_id] = message
+    def record(result: tuple[str, str, str]) -> None:
+        run_id, status, message = result
+        if status == "done":
+            outcome.done.append(run_id)
+        elif status == "gone":
+            outcome.already_gone.append(run_id)
+        else:
+            outcome.failed[run_id] = message
+
+    pending: set[Future[tuple[str, str, str]]] = set()
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
+        for run_id in run_ids:
+            if len(pending) >= max(1, concurrency):
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(future.result())
+            pending.add(pool.submit(attempt, run_id))
+        for future in pending:
+            record(future.result())
+    except KeyboardInterrupt:
+        # Let the requests already sent finish (their outcome is real), start nothing new.
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:
+            if future.done() and not future.cancelled():
+                record(future.result())
+        raise Interrupted(outcome) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return outcome
 
 
