@@ -253,8 +253,12 @@ class PolicyPackProcess:
         if unknown:
             raise PolicyPackError(f"policy config names unknown policies {unknown}; known: {sorted(known)}")
         request = analyzer_pb2.ConfigureAnalyzerRequest()
+        problems: list[str] = []
         for policy in info.policies:
             schema = json_format.MessageToDict(policy.configSchema.properties)
+            given = (pack_config or {}).get(policy.name)
+            if isinstance(given, Mapping):
+                problems += config_problems(policy.name, given, schema)
             properties = {
                 k: v["default"] for k, v in schema.items() if isinstance(v, dict) and "default" in v
             }
@@ -272,6 +276,8 @@ class PolicyPackProcess:
             request.policyConfig[policy.name].CopyFrom(
                 analyzer_pb2.PolicyConfig(enforcementLevel=level, properties=_struct(properties))
             )
+        if problems:
+            raise PolicyPackError("policy config is invalid:\n  " + "\n  ".join(problems))
         stub.Configure(request)
         stub.ConfigureStack(
             analyzer_pb2.AnalyzerStackConfigureRequest(
@@ -343,6 +349,56 @@ class PolicyPackProcess:
             )
             for d in found
         ]
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list, tuple),
+    "object": (dict,),
+}
+
+
+def _type_ok(value: Any, expected: str | None) -> bool:
+    if expected is None:
+        return True
+    if expected in ("integer", "number") and isinstance(value, bool):
+        return False
+    if expected == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _JSON_TYPES.get(expected, (object,)))
+
+
+def config_problems(policy: str, given: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Check a policy's configured properties against its schema, as the Pulumi CLI does before
+    configuring a pack (the keywords this pack's schemas use: type, items, enum, minimum, maximum),
+    and refuse unknown property names, which would otherwise be silently ignored."""
+    problems = []
+    for key, value in given.items():
+        if key == "enforcementLevel":
+            continue
+        prop = schema.get(key)
+        where = f"{policy}.{key}"
+        if not isinstance(prop, Mapping):
+            problems.append(
+                f"{where}: not a setting of this policy (settings: {', '.join(sorted(schema)) or 'none'})"
+            )
+            continue
+        if not _type_ok(value, prop.get("type")):
+            problems.append(f"{where}: {value!r} is not of type {prop.get('type')}")
+            continue
+        items = prop["items"].get("type") if isinstance(prop.get("items"), Mapping) else None
+        if isinstance(value, list | tuple) and not all(_type_ok(v, items) for v in value):
+            problems.append(f"{where}: every item must be of type {items}")
+        if "enum" in prop and value not in prop["enum"]:
+            problems.append(f"{where}: {value!r} is not one of {prop['enum']}")
+        if "minimum" in prop and isinstance(value, int | float) and value < prop["minimum"]:
+            problems.append(f"{where}: {value!r} is below the minimum {prop['minimum']}")
+        if "maximum" in prop and isinstance(value, int | float) and value > prop["maximum"]:
+            problems.append(f"{where}: {value!r} is above the maximum {prop['maximum']}")
+    return problems
 
 
 def run_policy_pack(

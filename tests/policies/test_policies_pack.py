@@ -137,6 +137,25 @@ def test_unknown_policy_in_config_is_one_clear_error(pack):
         pack.configure({"rds-no-public": "advisory"})
 
 
+def test_config_is_checked_against_each_policys_schema(pack):
+    bad = {
+        "rds-backup-retention": {"minBackupDays": "seven", "minBackupDay": 7},
+        "s3-lifecycle": {"maxAbortIncompleteMultipartDays": 0},
+        "alb-https-tls-policy": {"approvedPolicies": ["ELBSecurityPolicy-TLS13-1-2-2021-06", 3]},
+        "rds-prod-multi-az": {"environment": "production"},
+    }
+    with pytest.raises(PolicyPackError) as raised:
+        pack.configure(bad)
+    message = str(raised.value)
+    assert "rds-backup-retention.minBackupDays: 'seven' is not of type integer" in message
+    assert (
+        "rds-backup-retention.minBackupDay: not a setting of this policy (settings: minBackupDays)" in message
+    )
+    assert "s3-lifecycle.maxAbortIncompleteMultipartDays: 0 is below the minimum 1" in message
+    assert "alb-https-tls-policy.approvedPolicies: every item must be of type string" in message
+    assert "rds-prod-multi-az.environment: 'production' is not one of ['dev', 'staging', 'prod']" in message
+
+
 def test_secret_values_reach_the_pack_as_secrets_and_never_come_back(pack):
     sentinel = "SENTINEL-policy-pack-secret"
     secret = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": sentinel}
