@@ -254,6 +254,16 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
             add(r, "Secrets Manager secret", prices["secret_month"])
         elif r.type == "aws:cloudwatch/metricAlarm:MetricAlarm":
             add(r, "CloudWatch alarm", prices["alarm_month"])
+        elif r.type == "aws:ecs/cluster:Cluster" and any(
+            isinstance(setting, Mapping)
+            and setting.get("name") == "containerInsights"
+            and setting.get("value") in ("enabled", "enhanced")
+            for setting in _get(r, "settings", [])
+        ):
+            notes.append(
+                f"cluster {r.name}: Container Insights is on; its metrics and performance logs are billed "
+                "as CloudWatch custom metrics and log ingestion (not estimated)"
+            )
 
     usage = (
         UsagePrice("S3 Standard storage (artifacts)", prices["s3_standard_gb_month"], "GB-month"),

@@ -179,3 +179,17 @@ def test_refresh_reads_the_pricing_api_answers():
     table = TABLE.with_region("us-east-1", refreshed)
     assert table.source_for("us-east-1")[0].startswith("AWS Pricing API")
     assert table.source_for("eu-west-1") == (TABLE.source, TABLE.as_of)
+
+
+def test_container_insights_is_named_as_an_unestimated_cost():
+    on = R(
+        "aws:ecs/cluster:Cluster",
+        "cluster",
+        {"settings": [{"name": "containerInsights", "value": "enabled"}]},
+    )
+    off = R(
+        "aws:ecs/cluster:Cluster", "quiet", {"settings": [{"name": "containerInsights", "value": "disabled"}]}
+    )
+    result = estimate([on, off], "us-east-1", TABLE)
+    assert result.monthly_usd == 0
+    assert len(result.notes) == 1 and "cluster cluster: Container Insights is on" in result.notes[0]
