@@ -99,6 +99,20 @@ def _group_members(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def _session_stragglers(record: ProcessRecord) -> list[psutil.Process]:
+    """Processes still in the session we created for `record` (e.g. a child orphaned when its
+    parent exited). Only processes started after our leader qualify: a session ID, like a PID,
+    could otherwise belong to someone else."""
+    found = []
+    for proc in psutil.process_iter(["create_time"]):
+        try:
+            if os.getsid(proc.pid) == record.pid and proc.info["create_time"] >= record.start_time - 1.0:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
+    return found
+
+
 def _live(proc: psutil.Process) -> bool:
     """Running and not a zombie. An exited process whose parent is init may stay a zombie for a
     while until init reaps it; it no longer runs anything, so it counts as stopped."""
@@ -132,6 +146,7 @@ def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
     with contextlib.suppress(psutil.NoSuchProcess):
         proc.send_signal(record.stop_signal)
     alive = _wait_gone(members, timeout)
+    alive += [p for p in _session_stragglers(record) if p not in alive and _live(p)]
     for leftover in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             leftover.kill()
