@@ -15,11 +15,12 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
@@ -132,6 +133,7 @@ class PolicyPackProcess:
         self.pack_dir = pack_dir
         self.python = python
         self._process: subprocess.Popen[bytes] | None = None
+        self._stderr_file: IO[bytes] | None = None
         self._channel: grpc.Channel | None = None
         self.stub: analyzer_pb2_grpc.AnalyzerStub | None = None
 
@@ -157,7 +159,9 @@ class PolicyPackProcess:
         )
         # No engine is listening: the pack never calls back, it only needs an address argument.
         command = [self.python, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(self.pack_dir)]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # stderr goes to a file: a chatty pack can never fill a pipe nobody reads and stall.
+        self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in stop()
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr_file, env=env)
         port = self._read_port()
         self._channel = grpc.insecure_channel(
             f"127.0.0.1:{port}",
@@ -166,7 +170,11 @@ class PolicyPackProcess:
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
             ],
         )
-        grpc.channel_ready_future(self._channel).result(timeout=START_TIMEOUT_SECONDS)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=START_TIMEOUT_SECONDS)
+        except grpc.FutureTimeoutError:
+            self.stop()
+            raise PolicyPackError(f"policy pack on port {port} did not accept a connection") from None
         self.stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
 
     def _read_port(self) -> int:
@@ -194,12 +202,13 @@ class PolicyPackProcess:
             raise PolicyPackError(f"policy pack printed {line!r} instead of its port") from None
 
     def _stderr(self) -> str:
-        assert self._process is not None and self._process.stderr is not None
+        assert self._process is not None and self._stderr_file is not None
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return ""
-        return self._process.stderr.read().decode(errors="replace")
+        self._stderr_file.seek(0)
+        return self._stderr_file.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self._channel is not None:
@@ -215,9 +224,11 @@ class PolicyPackProcess:
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        if process.stdout is not None:
+            process.stdout.close()
+        if self._stderr_file is not None:
+            self._stderr_file.close()
+            self._stderr_file = None
 
     # --- the analyzer protocol -------------------------------------------------------------
 

@@ -221,3 +221,11 @@ def test_an_unknown_judged_value_is_reported_as_not_checkable_yet(pack):
     assert len(found) == 1
     assert found[0].level == "advisory"
     assert "can't run policy 'alb-https-tls-policy'" in found[0].message and ".sslPolicy" in found[0].message
+
+
+def test_a_pack_that_cannot_start_is_one_clear_error_with_its_stderr(tmp_path):
+    (tmp_path / "__main__.py").write_text("raise RuntimeError('the pack is broken')\n")
+    broken = PolicyPackProcess(project="mlflow-stack", stack="dev", pack_dir=tmp_path)
+    with pytest.raises(PolicyPackError, match=r"exited before serving:[\s\S]*the pack is broken"):
+        broken.start()
+    assert broken.pid is None  # stopped and reaped
