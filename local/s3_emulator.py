@@ -7,6 +7,8 @@ why they may sit in the replicas' plain environment (unlike the DB and admin pas
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -79,3 +81,44 @@ def ensure_lock_table(port: int, table: str) -> None:
     dynamodb.update_time_to_live(
         TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
     )
+
+
+# The emulator keeps objects in memory. `down` saves them here and `up` puts them back, so
+# artifacts survive a restart like the database does ("down keeps data unless --purge").
+SNAPSHOT_MANIFEST = "manifest.json"
+
+
+def save_snapshot(port: int, directory: Path) -> int:
+    """Copy every object of every bucket into `directory` (replaced atomically); returns the count."""
+    s3 = _client("s3", port)
+    staging = directory.with_name(directory.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True, mode=0o700)
+    manifest = []
+    for bucket in (b["Name"] for b in s3.list_buckets().get("Buckets", [])):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                # Keys are not safe file names ("../", very long); store by index, map in the manifest.
+                file_name = f"{len(manifest):08d}"
+                s3.download_file(bucket, obj["Key"], str(staging / file_name))
+                manifest.append({"bucket": bucket, "key": obj["Key"], "file": file_name})
+    (staging / SNAPSHOT_MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
+    return len(manifest)
+
+
+def restore_snapshot(port: int, directory: Path) -> int:
+    """Upload a snapshot saved by `save_snapshot` into the (empty) emulator; returns the count."""
+    manifest_file = directory / SNAPSHOT_MANIFEST
+    if not manifest_file.exists():
+        return 0
+    s3 = _client("s3", port)
+    entries = json.loads(manifest_file.read_text(encoding="utf-8"))
+    for bucket in sorted({e["bucket"] for e in entries}):
+        ensure_bucket(port, bucket)
+    for entry in entries:
+        s3.upload_file(str(directory / entry["file"]), entry["bucket"], entry["key"])
+    return len(entries)

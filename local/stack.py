@@ -9,6 +9,7 @@ State directory layout (default `.local-stack/`, mode 0700):
     secrets/              admin_password, db_password, flask_secret_key, postgres_superuser_password
     postgres/data/        the database cluster (kept by `down`, removed by `down --purge`)
     caddy/                Caddyfile and Caddy's storage, including the internal CA (pki/...)
+    s3-snapshot/          the emulator's objects, saved by `down` and restored by `up`
     logs/                 one log file per process
 """
 
@@ -175,6 +176,10 @@ class LocalStack:
     def _caddy_dir(self) -> Path:
         return self.state_dir / "caddy"
 
+    @property
+    def _s3_snapshot(self) -> Path:
+        return self.state_dir / "s3-snapshot"
+
     def _superuser_password_file(self) -> Path:
         return self.secrets.directory / "postgres_superuser_password"
 
@@ -251,7 +256,7 @@ class LocalStack:
             return []
         with self._exclusive():
             state = self._load_state()
-            stopped = self._stop_all(state) if state else []
+            stopped = self._stop_all(state, snapshot=not purge) if state else []
         if purge:
             shutil.rmtree(self.state_dir)
         return stopped
@@ -277,9 +282,10 @@ class LocalStack:
         self._save_state(state)
         return record
 
-    def _stop_all(self, state: _State) -> list[str]:
+    def _stop_all(self, state: _State, snapshot: bool = False) -> list[str]:
         """Front to back — balancer, then replicas, then the stores they use — each tier in
-        parallel, since every process takes a few seconds to shut down gracefully."""
+        parallel, since every process takes a few seconds to shut down gracefully. With
+        `snapshot`, the emulator's objects are saved once nothing can write to it any more."""
         stopped: list[str] = []
         tiers: dict[int, list[ProcessRecord]] = {}
         for record in state.processes:
@@ -287,6 +293,8 @@ class LocalStack:
             tiers.setdefault(tier, []).append(record)
         for tier in sorted(tiers):
             records = tiers[tier]
+            if tier == 2 and snapshot:
+                self._save_s3_snapshot(state, records)
             with concurrent.futures.ThreadPoolExecutor(max_workers=len(records)) as pool:
                 results = list(pool.map(stop, records))
             stopped += [r.name for r, was_running in zip(records, results, strict=True) if was_running]
@@ -294,6 +302,16 @@ class LocalStack:
         if self._state_file.parent.exists():
             self._save_state(state)
         return stopped
+
+    def _save_s3_snapshot(self, state: _State, records: list[ProcessRecord]) -> None:
+        emulator = next((r for r in records if r.name == "s3-emulator"), None)
+        if emulator is None or not is_running(emulator):
+            return
+        try:
+            s3_emulator.save_snapshot(state.ports.s3, self._s3_snapshot)
+        except Exception as exc:
+            # Stopping must still happen; the previous snapshot (if any) is left untouched.
+            print(f"warning: could not save the S3 emulator's objects: {exc}", file=sys.stderr)
 
     def _base_env(self) -> dict[str, str]:
         """A minimal environment: nothing from the caller's shell (which might hold real AWS
@@ -359,6 +377,7 @@ class LocalStack:
             superuser_password, DB_USER, self.secrets.db_password.read_text(encoding="utf-8"), DB_NAME
         )
         wait_until(lambda: s3_emulator.is_ready(state.ports.s3), what="S3 emulator", timeout=60, record=s3)
+        s3_emulator.restore_snapshot(state.ports.s3, self._s3_snapshot)
         s3_emulator.ensure_bucket(state.ports.s3, BUCKET)
         s3_emulator.ensure_lock_table(state.ports.s3, state.lock_table)
 

@@ -78,6 +78,14 @@ def test_lifecycle(stack: LocalStack) -> None:
     assert info.running and not info.already_running
     experiment = _api(info, "POST", "experiments/create", json={"name": "kept-across-restarts"})
     assert experiment.status_code == 200, experiment.text
+    artifact_url = (
+        f"{info.url}/api/2.0/mlflow-artifacts/artifacts/{experiment.json()['experiment_id']}/kept.bin"
+    )
+    payload = os.urandom(64 * 1024)
+    uploaded = requests.put(
+        artifact_url, data=payload, auth=(info.username, info.password), verify=info.ca_file, timeout=30
+    )
+    assert uploaded.status_code == 200, uploaded.text
 
     # `up` again: says so, starts nothing, changes nothing.
     again = stack.up()
@@ -117,12 +125,16 @@ def test_lifecycle(stack: LocalStack) -> None:
     assert [pid for pid, started in before if _alive(pid, started)] == []
     assert not stack.status().running
 
-    # Data is kept: the experiment survives down + up.
+    # Data is kept: the experiment (PostgreSQL) and its artifact (S3 emulator) survive down + up.
     restarted = stack.up()
     found = _api(
         restarted, "GET", "experiments/get-by-name", params={"experiment_name": "kept-across-restarts"}
     )
     assert found.status_code == 200, found.text
+    downloaded = requests.get(
+        artifact_url, auth=(info.username, info.password), verify=info.ca_file, timeout=30
+    )
+    assert downloaded.status_code == 200 and downloaded.content == payload
 
     # --purge removes the state dir after stopping everything.
     pids = _all_pids(restarted)
