@@ -105,6 +105,9 @@ def backend_store_uri_from_env(env: Mapping[str, str] | None = None) -> str:
 def _secret(env: Mapping[str, str], setting: contract.Setting) -> str:
     file_var = setting.name + contract.FILE_SUFFIX
     path = env.get(file_var, "").strip()
+    if path and env.get(setting.name):
+        # The server's entrypoint refuses this too: which one is meant is a guess either way.
+        raise GcConfigError(f"both {setting.name} and {file_var} are set: set only one of them")
     if path:
         try:
             return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
