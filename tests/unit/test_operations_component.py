@@ -300,3 +300,100 @@ def test_policy_builders_are_deterministic() -> None:
     ) == scheduler_policy(
         task_family_arn_pattern="p", cluster_arn="c", execution_role_arn="a", task_role_arn="b"
     )
+
+
+# --- what AWS will be asked to do, checked against botocore's own service models -----------------
+
+
+def _validate(service: str, operation: str, params: dict[str, Any]) -> Any:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service)
+    shape = model.operation_model(operation).input_shape
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), report.generate_report()
+    return shape
+
+
+def _enum(shape: Any, *path: str) -> list[str]:
+    for member in path:
+        shape = shape.member if member == "[]" else shape.members[member]
+    return list(shape.enum)
+
+
+def test_task_definition_is_a_valid_register_task_definition(run: Any) -> None:
+    inputs = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+    params = {
+        "family": inputs["family"],
+        "containerDefinitions": json.loads(inputs["containerDefinitions"]),
+        "taskRoleArn": inputs["taskRoleArn"],
+        "executionRoleArn": inputs["executionRoleArn"],
+        "networkMode": inputs["networkMode"],
+        "requiresCompatibilities": inputs["requiresCompatibilities"],
+        "cpu": inputs["cpu"],
+        "memory": inputs["memory"],
+        "runtimePlatform": inputs["runtimePlatform"],
+        "volumes": inputs["volumes"],
+    }
+    shape = _validate("ecs", "RegisterTaskDefinition", params)
+    assert params["networkMode"] in _enum(shape, "networkMode")
+    log_driver = params["containerDefinitions"][0]["logConfiguration"]["logDriver"]
+    assert log_driver in _enum(shape, "containerDefinitions", "[]", "logConfiguration", "logDriver")
+
+
+def test_schedule_is_a_valid_create_schedule(run: Any) -> None:
+    inputs = run.one("aws:scheduler/schedule:Schedule").inputs
+    target, ecs = inputs["target"], inputs["target"]["ecsParameters"]
+    network = ecs["networkConfiguration"]
+    params = {
+        "Name": inputs["name"],
+        "Description": inputs["description"],
+        "ScheduleExpression": inputs["scheduleExpression"],
+        "ScheduleExpressionTimezone": inputs["scheduleExpressionTimezone"],
+        "FlexibleTimeWindow": {"Mode": inputs["flexibleTimeWindow"]["mode"]},
+        "Target": {
+            "Arn": target["arn"],
+            "RoleArn": target["roleArn"],
+            # The engine carries numbers as floats (protobuf Struct); the API wants integers.
+            "RetryPolicy": {"MaximumRetryAttempts": int(target["retryPolicy"]["maximumRetryAttempts"])},
+            "EcsParameters": {
+                "TaskDefinitionArn": ecs["taskDefinitionArn"],
+                "LaunchType": ecs["launchType"],
+                "TaskCount": int(ecs["taskCount"]),
+                "NetworkConfiguration": {
+                    "awsvpcConfiguration": {
+                        "Subnets": network["subnets"],
+                        "SecurityGroups": network["securityGroups"],
+                        "AssignPublicIp": "ENABLED" if network["assignPublicIp"] else "DISABLED",
+                    }
+                },
+            },
+        },
+    }
+    shape = _validate("scheduler", "CreateSchedule", params)
+    assert params["FlexibleTimeWindow"]["Mode"] in _enum(shape, "FlexibleTimeWindow", "Mode")
+    assert "FARGATE" in _enum(shape, "Target", "EcsParameters", "LaunchType")
+
+
+def test_lock_table_is_a_valid_create_table(run: Any) -> None:
+    inputs = run.one("aws:dynamodb/table:Table").inputs
+    params = {
+        "TableName": inputs["name"],
+        "BillingMode": inputs["billingMode"],
+        "KeySchema": [{"AttributeName": inputs["hashKey"], "KeyType": "HASH"}],
+        "AttributeDefinitions": [
+            {"AttributeName": a["name"], "AttributeType": a["type"]} for a in inputs["attributes"]
+        ],
+        "SSESpecification": {"Enabled": inputs["serverSideEncryption"]["enabled"]},
+    }
+    shape = _validate("dynamodb", "CreateTable", params)
+    assert params["BillingMode"] in _enum(shape, "BillingMode")
+    _validate(
+        "dynamodb",
+        "UpdateTimeToLive",
+        {
+            "TableName": inputs["name"],
+            "TimeToLiveSpecification": {"Enabled": True, "AttributeName": inputs["ttl"]["attributeName"]},
+        },
+    )
