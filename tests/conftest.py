@@ -13,7 +13,7 @@ import pytest
 
 TESTS_DIR = Path(__file__).parent
 # Each layer of the suite must contribute tests whenever the whole suite is run.
-REQUIRED_LAYERS = ("unit", "policies", "integration")
+REQUIRED_LAYERS = ("unit", "policies", "integration", "reliability")
 
 
 def _is_full_suite_run(config: pytest.Config) -> bool:
