@@ -146,3 +146,45 @@ def test_requirements_pin_the_decided_server_stack() -> None:
 def test_build_context_is_limited_to_the_server_package() -> None:
     ignore = (REPO / "server" / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
     assert "*" in ignore and "!server/" in ignore
+
+
+def test_every_requirement_installs_from_a_wheel_on_the_image_platform() -> None:
+    """The slim image has no compiler: each pin that applies to CPython 3.11 on Linux x86_64
+    must have a matching wheel in uv.lock (what pip --require-hashes will pick)."""
+    import tomllib
+
+    from packaging.markers import Marker, default_environment
+    from packaging.utils import canonicalize_name
+
+    image_env = {
+        **default_environment(),
+        "python_version": "3.11",
+        "python_full_version": "3.11.14",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+    lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
+    wheels = {
+        (canonicalize_name(p["name"]), p["version"]): [
+            w["url"].rsplit("/", 1)[-1] for w in p.get("wheels", [])
+        ]
+        for p in lock["package"]
+    }
+    missing = []
+    for match in re.finditer(
+        r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)(?: ; ([^\\]+))?", REQUIREMENTS.read_text(), re.M
+    ):
+        name, version, marker = match.group(1), match.group(2), match.group(3)
+        if marker and not Marker(marker.strip()).evaluate(image_env):
+            continue
+        files = wheels.get((canonicalize_name(name), version), [])
+        if not any(
+            f.endswith("-none-any.whl")
+            or (("-cp311-" in f or "-abi3-" in f) and "manylinux" in f and "x86_64" in f)
+            for f in files
+        ):
+            missing.append(f"{name}=={version}")
+    assert missing == [], f"no Linux x86_64 CPython 3.11 wheel for: {missing}"
