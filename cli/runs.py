@@ -478,3 +478,19 @@ def _maintenance(args: argparse.Namespace) -> int:
         return body, lines, EXIT_OK if ok else EXIT_FAILED
 
     return run_command(args, action, "runs maintenance")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cli.runs runs ...`: only the run commands, for the server image's maintenance task.
+
+    `cli.main` registers every sub-command, and some (`local`) import packages the server image
+    does not install; this entry point imports nothing beyond lifecycle/, server/ and their deps.
+    """
+    parser = argparse.ArgumentParser(prog="mlflow-stack", description="MLflow run housekeeping.")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

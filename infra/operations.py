@@ -119,7 +119,7 @@ def validate_args(args: OperationsArgs) -> None:
 
 
 def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
-    """The container command: `python -m cli.main runs maintenance ... --apply --json`."""
+    """The container command: `python -m cli.runs runs maintenance ... --apply --json`."""
     return [
         "runs",
         "maintenance",
@@ -142,7 +142,9 @@ def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
     ]
 
 
-ENTRYPOINT = ["python", "-m", "cli.main"]
+# cli.runs, not cli.main: cli.main registers every sub-command, some of which import packages
+# (the local stack's) that the server image does not install.
+ENTRYPOINT = ["python", "-m", "cli.runs"]
 
 
 def container_definitions(

