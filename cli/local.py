@@ -107,7 +107,6 @@ def _json(info) -> str:  # type: ignore[no-untyped-def]
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from local.processes import StartupTimeout
     from local.stack import LocalStack, LocalStackError, Ports
 
     started = time.monotonic()
@@ -130,7 +129,7 @@ def run_up(args: argparse.Namespace) -> int:
     except LocalStackError as exc:
         print(f"mlflow-stack local up: {exc}", file=sys.stderr)
         return 2
-    except (StartupTimeout, RuntimeError, OSError) as exc:
+    except Exception as exc:  # any failure: one message, not a traceback; `up` already cleaned up
         print(
             f"mlflow-stack local up failed: {exc}\nEverything it started was stopped; "
             f"logs are in {Path(args.state_dir).resolve() / 'logs'}.",

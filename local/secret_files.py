@@ -57,6 +57,11 @@ class SecretFiles:
     def flask_secret_key(self) -> Path:
         return self.directory / "flask_secret_key"
 
+    @property
+    def postgres_superuser_password(self) -> Path:
+        """Only the stack itself uses it (to create the app role); replicas never see it."""
+        return self.directory / "postgres_superuser_password"
+
     def ensure(self) -> None:
         """Generate whichever secret is missing; never replace one that exists (the database and
         the auth store already hold the old values)."""
@@ -65,6 +70,7 @@ class SecretFiles:
             self.admin_password: generate_password,
             self.db_password: generate_password,
             self.flask_secret_key: lambda: secrets.token_hex(32),
+            self.postgres_superuser_password: generate_password,
         }
         for path, generate in generators.items():
             if not path.exists():

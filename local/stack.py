@@ -159,6 +159,11 @@ class LocalStack:
         self.replicas = replicas
         self.workers = workers
         self.ports = ports or Ports()
+        named = self.ports.named(replicas)
+        if len(set(named.values())) != len(named):
+            raise LocalStackError(f"the stack's ports must all differ, got {named}")
+        if not all(0 < port < 65536 for port in named.values()):
+            raise LocalStackError(f"ports must be between 1 and 65535, got {named}")
         self.lock_table = lock_table
         self.timeout = timeout
         self.secrets = SecretFiles(self.state_dir / "secrets")
@@ -179,9 +184,6 @@ class LocalStack:
     @property
     def _s3_snapshot(self) -> Path:
         return self.state_dir / "s3-snapshot"
-
-    def _superuser_password_file(self) -> Path:
-        return self.secrets.directory / "postgres_superuser_password"
 
     # -- state -------------------------------------------------------------------------------
     def _load_state(self) -> _State | None:
@@ -352,12 +354,7 @@ class LocalStack:
 
     def _start(self, state: _State) -> None:
         self.secrets.ensure()
-        superuser_file = self._superuser_password_file()
-        if not superuser_file.exists():
-            from local.secret_files import generate_password, write_secret
-
-            write_secret(superuser_file, generate_password())
-        superuser_password = superuser_file.read_text(encoding="utf-8")
+        superuser_password = self.secrets.postgres_superuser_password.read_text(encoding="utf-8")
         private_dir(self._logs)
         self._caddy_dir.mkdir(exist_ok=True)
 
