@@ -193,7 +193,7 @@ def run_command(
     """
     from lifecycle.client import MlflowApiError
     from lifecycle.durations import InvalidValue
-    from lifecycle.gc import GcConfigError
+    from lifecycle.gc import GcConfigError, GcFailed
     from lifecycle.locks import LockHeld, LockUnavailable
     from lifecycle.models import LockLost, PreconditionFailed
 
@@ -218,7 +218,7 @@ def run_command(
         return fail(EXIT_API, "api", str(error))
     except LockHeld as error:
         return fail(EXIT_LOCKED, "locked", str(error))
-    except (LockUnavailable, LockLost) as error:
+    except (LockUnavailable, LockLost, GcFailed) as error:
         return fail(EXIT_API, "lock", str(error))
     except PreconditionFailed as error:
         return fail(EXIT_PRECONDITION, "precondition", str(error))

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from lifecycle.client import Connection
 from lifecycle.durations import mlflow_gc_duration
@@ -48,6 +48,10 @@ class GcConfigError(ValueError):
     """The database settings for `mlflow gc` are missing; the message names the setting and the fix."""
 
 
+class GcFailed(RuntimeError):
+    """`mlflow gc` itself failed (database unreachable, wrong password, ...); nothing secret in it."""
+
+
 @dataclass
 class GcReport:
     dry_run: bool
@@ -59,10 +63,6 @@ class GcReport:
     removed_logged_models: list[str] = field(default_factory=list)
     still_deleted_runs: list[str] = field(default_factory=list)
     note: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return True
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
@@ -194,8 +194,23 @@ def run_mlflow_gc(conn: Connection, older_than: timedelta, backend_store_uri: st
         conn.url,
     ]
     printed = io.StringIO()
-    # The tracking URI and basic-auth credentials make mlflow-artifacts:/ URIs resolvable, so
-    # the artifacts are deleted through the server's proxy.
-    with conn.mlflow_client_env(), contextlib.redirect_stdout(printed):
-        mlflow_gc.main(args=args, prog_name="mlflow gc", standalone_mode=False)
+    try:
+        # The tracking URI and basic-auth credentials make mlflow-artifacts:/ URIs resolvable, so
+        # the artifacts are deleted through the server's proxy.
+        with conn.mlflow_client_env(), contextlib.redirect_stdout(printed):
+            mlflow_gc.main(args=args, prog_name="mlflow gc", standalone_mode=False)
+    except Exception as error:
+        # Whatever was removed before the failure stays removed; a rerun continues from there.
+        raise GcFailed(
+            f"mlflow gc failed after removing {len(_REMOVED_RUN.findall(printed.getvalue()))} run(s): "
+            + _scrub(f"{type(error).__name__}: {error}", backend_store_uri)
+        ) from None
     return printed.getvalue()
+
+
+def _scrub(message: str, backend_store_uri: str) -> str:
+    """Drop the database password (quoted or not) from a message that may echo the URI."""
+    password = urlsplit(backend_store_uri).password or ""
+    for secret in {password, unquote(password)} - {""}:
+        message = message.replace(secret, "***")
+    return message

@@ -207,20 +207,16 @@ def validate(
             )
         )
     if max_regression is not None:
-        checks.append(
-            _regression_check(
-                conn,
-                name,
-                champion,
-                champion_alias,
-                challenger,
-                metric,
-                value,
-                max_regression,
-                higher_is_better,
-                result,
-            )
+        check, champion_value = _regression_check(
+            conn, name, champion, champion_alias, metric, value, max_regression, higher_is_better
         )
+        checks.append(check)
+        if champion is not None:
+            result.champion = {
+                "version": champion["version"],
+                "run_id": champion.get("run_id"),
+                "value": champion_value,
+            }
     return result
 
 
@@ -229,39 +225,32 @@ def _regression_check(
     name: str,
     champion: dict[str, Any] | None,
     champion_alias: str,
-    challenger: dict[str, Any],
     metric: str,
     value: float,
     max_regression: float,
     higher_is_better: bool,
-    result: ValidationResult,
-) -> Check:
+) -> tuple[Check, float | None]:
+    """The challenger's value against the champion's; returns the check and the champion's value."""
     if champion is None:
         return Check(
             "regression", True, f"model {name!r} has no {champion_alias!r} yet: nothing to regress from"
-        )
+        ), None
     champ = version_metric(conn, champion, metric)
-    result.champion = {"version": champion["version"], "run_id": champion.get("run_id"), "value": champ.value}
     if champ.value is None or math.isnan(champ.value):
         # The gate cannot compare; passing silently would let any challenger through, so fail.
-        return Check(
-            "regression",
-            False,
-            f"{champion_alias} version {champion['version']} has no metric {metric!r} to compare with: "
-            + missing_metric_hint(metric, champ.available),
-        )
+        detail = f"{champion_alias} version {champion['version']} has no metric {metric!r} to compare with: "
+        return Check("regression", False, detail + missing_metric_hint(metric, champ.available)), None
     # Regression as a fraction of the champion's value, in the "worse" direction.
     worse_by = (champ.value - value) if higher_is_better else (value - champ.value)
     scale = abs(champ.value) if champ.value != 0 else 1.0
     regression = worse_by / scale
     ok = regression <= max_regression + 1e-12
     direction = "worse" if worse_by > 0 else "better or equal"
-    return Check(
-        "regression",
-        ok,
+    detail = (
         f"challenger {metric}={value:g} vs {champion_alias} v{champion['version']} {champ.value:g}: "
-        f"{abs(regression):.2%} {direction} (allowed regression {max_regression:.2%})",
+        f"{abs(regression):.2%} {direction} (allowed regression {max_regression:.2%})"
     )
+    return Check("regression", ok, detail), champ.value
 
 
 # --- promote / rollback ---------------------------------------------------------------------
@@ -355,7 +344,7 @@ def promote(
                 "promoted_at": stamp,
                 "promoted_by": by,
                 "promoted_to": to_alias,
-                "promoted_from": f"{from_alias}",
+                "promoted_from": from_alias,
                 "promoted_reason": reason,
             },
         )

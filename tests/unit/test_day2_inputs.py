@@ -136,3 +136,12 @@ def test_hint_suggests_close_names_or_lists_what_was_logged() -> None:
     assert "did you mean 'val_auc'" in missing_metric_hint("val_acu", ["val_auc", "loss"])
     assert "logged metrics: loss" in missing_metric_hint("precision", ["loss"])
     assert "no metrics at all" in missing_metric_hint("precision", [])
+
+
+def test_a_gc_failure_message_never_carries_the_database_password() -> None:
+    from lifecycle.gc import _scrub
+
+    uri = backend_store_uri_from_env(_env())
+    echoed = f"could not connect to {uri} (password {PASSWORD_SENTINEL!s} rejected)"
+    scrubbed = _scrub(echoed, uri)
+    assert "SENTINEL" not in scrubbed and "***" in scrubbed
