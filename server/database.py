@@ -26,6 +26,8 @@ _logger = logging.getLogger("mlflow_stack.server")
 # squeezed into a signed 64-bit key, so it will not collide with locks other software takes.
 MIGRATION_LOCK_KEY = 0x6D6C666C6F777374
 CONNECT_TIMEOUT_SECONDS = 10
+# Migrating a large tracking database can take minutes; beyond this something is wrong.
+MIGRATION_LOCK_WAIT_SECONDS = 900
 # RDS can still be finishing a reboot when a task starts; the local stack's PostgreSQL may be a
 # second behind. Retry connecting this long before giving up with a clear error.
 CONNECT_RETRY_SECONDS = 60.0
@@ -83,9 +85,19 @@ def _connect(settings: ServerSettings, database: str) -> psycopg.Connection:
 
 @contextmanager
 def migration_lock(conn: psycopg.Connection) -> Iterator[None]:
-    """Hold the cluster-wide advisory lock; released on exit or when the session dies."""
+    """Hold the advisory lock; released on exit or when the session dies (a crashed replica
+    cannot leave it held). Waiting is bounded: a replica stuck mid-migration must not keep every
+    other one waiting silently forever."""
     started = time.monotonic()
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    conn.execute(f"SET lock_timeout = '{MIGRATION_LOCK_WAIT_SECONDS}s'")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    except psycopg.errors.LockNotAvailable as exc:
+        raise DatabaseUnavailable(
+            f"another replica has held the migration lock for {MIGRATION_LOCK_WAIT_SECONDS}s; "
+            "check that replica's log (a long migration, or one that hangs)"
+        ) from exc
+    conn.execute("RESET lock_timeout")
     waited = time.monotonic() - started
     if waited > 0.5:
         _logger.info("waited %.1fs for another replica to finish preparing the databases", waited)
@@ -100,7 +112,13 @@ def ensure_database(conn: psycopg.Connection, name: str) -> bool:
     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     if exists:
         return False
-    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DatabaseUnavailable(
+            f"the auth database {name!r} does not exist and this user may not create it: "
+            f"grant it CREATEDB, or create it once as an admin (CREATE DATABASE {name} OWNER <user>)"
+        ) from exc
     return True
 
 

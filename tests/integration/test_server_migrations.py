@@ -7,6 +7,7 @@ basic-auth`), three at the same moment, repeated on a fresh pair of databases ea
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from local.postgres import LocalPostgres, grant_traversal
 from local.processes import ProcessRecord, spawn, stop, wait_until
@@ -139,3 +141,47 @@ def test_simultaneous_replicas_migrate_exactly_once(
     with psycopg.connect(dbname=f"{db_name}_auth", **connect) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version_auth").fetchall() == [(auth_head,)]
         assert conn.execute("SELECT count(*) FROM users WHERE username = 'admin'").fetchone() == (1,)
+
+
+def _run_entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *contract.ENTRYPOINT[1:], *contract.COMMAND],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_database_problems_fail_with_a_clear_message(cluster: Cluster, pick_free_ports) -> None:  # type: ignore[no-untyped-def]
+    port = pick_free_ports(1).replica_base
+    cluster.postgres.ensure_app_role(
+        cluster.superuser_password, "mlflow", cluster.db_password, "mlflow_errors"
+    )
+
+    wrong_password = cluster.replica_env("mlflow_errors", port)
+    wrong_file = cluster.state_dir / "secrets" / "wrong_db_password"
+    write_secret(wrong_file, "not-the-password")
+    wrong_password[contract.DB_PASSWORD.name + contract.FILE_SUFFIX] = str(wrong_file)
+    refused = _run_entrypoint(wrong_password)
+    assert refused.returncode == 3
+    assert "password authentication failed" in refused.stderr and "mlflow_errors" in refused.stderr
+
+    # A user without CREATEDB, and no auth database yet: says what to grant or create.
+    limited_password = generate_password()
+    with cluster.postgres.connect(cluster.superuser_password) as conn:
+        conn.execute(sql.SQL("CREATE ROLE limited LOGIN PASSWORD {}").format(sql.Literal(limited_password)))
+        conn.execute("GRANT ALL ON DATABASE mlflow_errors TO limited")
+    with cluster.postgres.connect(cluster.superuser_password, dbname="mlflow_errors") as conn:
+        conn.execute("GRANT ALL ON SCHEMA public TO limited")
+    limited = cluster.replica_env("mlflow_errors", port)
+    limited[contract.DB_USER.name] = "limited"
+    limited_file = cluster.state_dir / "secrets" / "limited_password"
+    write_secret(limited_file, limited_password)
+    limited[contract.DB_PASSWORD.name + contract.FILE_SUFFIX] = str(limited_file)
+    denied = _run_entrypoint(limited)
+    assert denied.returncode == 3
+    assert "'mlflow_errors_auth' does not exist" in denied.stderr and "CREATEDB" in denied.stderr
+    assert limited_password not in denied.stderr + denied.stdout
