@@ -70,10 +70,10 @@ def serve(app_name: str) -> int:
     _logger.info("starting: mlflow %s", " ".join(redacted(arguments, settings)))
     from mlflow.cli import cli
 
-    # standalone_mode=False returns the command's result instead of calling sys.exit itself,
-    # so the exit code is ours to return; MLflow's own sys.exit calls still propagate.
-    result = cli.main(args=arguments, prog_name="mlflow", standalone_mode=False)
-    return int(result or 0)
+    # Standalone mode: click reports usage errors the way `mlflow server` does and exits with
+    # the server's status, so this call only returns through SystemExit.
+    cli.main(args=arguments, prog_name="mlflow", standalone_mode=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
