@@ -101,8 +101,9 @@ def _group_members(proc: psutil.Process) -> list[psutil.Process]:
 
 def _session_stragglers(record: ProcessRecord) -> list[psutil.Process]:
     """Processes still in the session we created for `record` (e.g. a child orphaned when its
-    parent exited). Only processes started after our leader qualify: a session ID, like a PID,
-    could otherwise belong to someone else."""
+    parent exited). Only called while stopping a leader we just verified, and Linux does not hand
+    out a PID that is still some session's ID, so the ID cannot have been recycled meanwhile; the
+    start-time check guards against anything older all the same."""
     found = []
     for proc in psutil.process_iter(["create_time"]):
         try:
@@ -155,12 +156,6 @@ def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(record.pid, os.WNOHANG)
     return True
-
-
-def descendants(record: ProcessRecord) -> list[int]:
-    """PIDs of the recorded process and all its live descendants (for status and tests)."""
-    proc = find_process(record)
-    return [p.pid for p in _group_members(proc)] if proc else []
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
