@@ -345,9 +345,6 @@ class LocalStack:
                 c.ADMIN_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.admin_password),
                 c.FLASK_SECRET_KEY.name + c.FILE_SUFFIX: str(self.secrets.flask_secret_key),
                 "PYTHONUNBUFFERED": "1",
-                # A laptop/CI stack must not phone home (and the exit-time flush slows `down`).
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DO_NOT_TRACK": "true",
             }
         )
         return env

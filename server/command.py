@@ -117,6 +117,9 @@ def server_environment(settings: ServerSettings, auth_config_path: str) -> dict[
         # under /dev/shm: with N replicas a job is only seen by the replica that queued it, and each
         # replica would spend CPU and memory on an idle runner. A tracking server does not need it.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # A production tracking server does not report usage to a third party; it also keeps the
+        # exit-time telemetry flush from delaying a replica's shutdown (ECS stopTimeout, `local down`).
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
 
 
