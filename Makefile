@@ -49,6 +49,11 @@ lint: install
 	$(RUN)/ruff check .
 	$(RUN)/ruff format --check .
 
+## bench: load benchmark (the kit vs stock MLflow, same run) and cleanup benchmark -> bench/RESULTS.md
+bench: install
+	$(RUN)/python -m bench.bench_load
+	$(RUN)/python -m bench.bench_cleanup
+
 ## lock: re-resolve dependencies and re-export the server image's pinned requirements
 lock: | $(UV)
 	$(UV) lock

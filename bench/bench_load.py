@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     parser.add_argument(
-        "--write-results", action="store_true", help=f"replace the load section of {RESULTS_FILE.name}"
+        "--no-write", action="store_true", help=f"print only; leave {RESULTS_FILE.name} alone"
     )
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 64 or not 1 <= args.rounds <= 10 or not 1 <= args.seconds <= 600:
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.write_text(json.dumps(asdict(results), indent=2, default=str), encoding="utf-8")
-    if args.write_results:
+    if not args.no_write:
         report.replace_section(RESULTS_FILE, text)
         print(f"updated {RESULTS_FILE}", file=sys.stderr)
     return 0 if all(not row.error_examples for row in results.rows) else 1
