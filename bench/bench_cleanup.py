@@ -1,14 +1,14 @@
 """Cleanup throughput: `runs cleanup --apply` (bounded concurrency) against a one-call-at-a-time baseline.
 
-    .venv/bin/python -m bench.bench_cleanup [--runs 5000] [--concurrency 8] [--keep-stack]
+    .venv/bin/python -m bench.bench_cleanup [--runs 5000] [--concurrency 8] [--rounds 2] [--no-write]
 
 Starts a fresh local stack through local/'s API (2 replicas behind Caddy/TLS, PostgreSQL, the S3
 emulator) in a temporary state dir on free ports, seeds old FINISHED runs through the load
-balancer, and then, in the same run and on the same data:
+balancer, and then, in the same run and on the same data, for each of `--rounds` rounds:
 1. baseline: the same listing, then deletes one request at a time (concurrency 1);
-2. restores every run (so both passes delete exactly the same runs);
-3. the kit: deletes with `--concurrency` requests in flight.
-Both passes must delete every seeded run, or the benchmark fails. The numbers go to stdout (JSON)
+2. restores every run (so every pass deletes exactly the same runs);
+3. the kit: deletes with `--concurrency` requests in flight (then restores, except at the end).
+Every pass must delete every seeded run, or the benchmark fails. The numbers go to stdout (JSON)
 and into this benchmark's own section of bench/RESULTS.md.
 
 `seed_runs` is also what the integration tests use to create thousands of runs quickly.
@@ -107,7 +107,7 @@ def _fresh_stack(state_dir: Path) -> Any:
     raise RuntimeError("no two consecutive free ports for the replicas")
 
 
-def measure(conn: Connection, runs: int, concurrency: int, experiment: str) -> dict[str, Any]:
+def measure(conn: Connection, runs: int, concurrency: int, rounds: int, experiment: str) -> dict[str, Any]:
     from lifecycle.runs import cleanup
 
     exp_id = conn.call("POST", "experiments/create", json={"name": experiment})["experiment_id"]
@@ -116,36 +116,44 @@ def measure(conn: Connection, runs: int, concurrency: int, experiment: str) -> d
     seed_seconds = time.monotonic() - started
     age = timedelta(days=90)
 
-    baseline = cleanup(conn, experiment, age, apply=True, concurrency=1)
-    if sorted(baseline.deleted) != sorted(run_ids) or baseline.failed:
-        raise RuntimeError(
-            f"baseline deleted {len(baseline.deleted)} of {runs} runs; failed {len(baseline.failed)}"
-        )
-    restore_runs(conn, run_ids)
-    kit = cleanup(conn, experiment, age, apply=True, concurrency=concurrency)
-    if sorted(kit.deleted) != sorted(run_ids) or kit.failed:
-        raise RuntimeError(f"kit deleted {len(kit.deleted)} of {runs} runs; failed {len(kit.failed)}")
+    def delete_all(in_flight: int) -> Any:
+        report = cleanup(conn, experiment, age, apply=True, concurrency=in_flight)
+        if sorted(report.deleted) != sorted(run_ids) or report.failed:
+            raise RuntimeError(
+                f"concurrency {in_flight}: deleted {len(report.deleted)} of {runs}, "
+                f"failed {len(report.failed)}"
+            )
+        return report
+
+    # Passes alternate on the same runs (restored in between), so load that drifts on a shared
+    # machine hits both sides alike.
+    results = []
+    for round_number in range(rounds):
+        baseline = delete_all(1)
+        restore_runs(conn, run_ids)
+        kit = delete_all(concurrency)
+        if round_number < rounds - 1:
+            restore_runs(conn, run_ids)
+        results.append({"baseline_seconds": baseline.seconds, "kit_seconds": kit.seconds, "pages": kit.pages})
+    baseline_total = sum(r["baseline_seconds"] for r in results)
+    kit_total = sum(r["kit_seconds"] for r in results)
     return {
         "runs": runs,
+        "concurrency": concurrency,
         "seed_seconds": round(seed_seconds, 1),
         "seed_runs_per_second": round(runs / seed_seconds, 1),
-        "baseline": {
-            "concurrency": 1,
-            "seconds": baseline.seconds,
-            "runs_per_second": round(runs / baseline.seconds, 1),
-        },
-        "kit": {
-            "concurrency": concurrency,
-            "seconds": kit.seconds,
-            "runs_per_second": round(runs / kit.seconds, 1),
-            "pages": kit.pages,
-        },
-        "speedup": round(baseline.seconds / kit.seconds, 2),
+        "rounds": [{**r, "speedup": round(r["baseline_seconds"] / r["kit_seconds"], 2)} for r in results],
+        "baseline_runs_per_second": round(runs * rounds / baseline_total, 1),
+        "kit_runs_per_second": round(runs * rounds / kit_total, 1),
+        "speedup": round(baseline_total / kit_total, 2),
     }
 
 
 def render(result: dict[str, Any], command: str) -> str:
-    b, k = result["baseline"], result["kit"]
+    rows = [
+        f"| {i + 1} | {r['baseline_seconds']} | {r['kit_seconds']} | {r['speedup']}x |"
+        for i, r in enumerate(result["rounds"])
+    ]
     return "\n".join(
         [
             f"Measured {result['measured_at']} on {result['machine']} "
@@ -156,18 +164,21 @@ def render(result: dict[str, Any], command: str) -> str:
             "```",
             "",
             "A fresh local stack (2 replicas behind Caddy/TLS, PostgreSQL, S3 emulator); "
-            f"{result['runs']} old "
-            "FINISHED runs seeded through the load balancer, then deleted twice in the same run: one request "
-            "at a time, then (after restoring them) by `runs cleanup --apply`. Both passes list every run "
-            f"first ({k['pages']} pages) and must delete all {result['runs']}.",
+            f"{result['runs']} old FINISHED runs seeded through the load balancer. Each round deletes "
+            "all of them one request at a time (baseline), restores them, then deletes them with "
+            f"`runs cleanup --apply --concurrency {result['concurrency']}`; rounds alternate on the same "
+            f"runs. Every pass lists every run first ({result['rounds'][0]['pages']} pages) and must "
+            f"delete all {result['runs']}.",
             "",
-            "| pass | requests in flight | seconds | runs/s |",
+            "| round | baseline (1 in flight) s "
+            f"| `runs cleanup` ({result['concurrency']} in flight) s | speed-up |",
             "|---|---|---|---|",
-            f"| baseline (sequential) | 1 | {b['seconds']} | {b['runs_per_second']} |",
-            f"| `runs cleanup --apply` | {k['concurrency']} | {k['seconds']} | {k['runs_per_second']} |",
+            *rows,
             "",
-            f"**Speed-up: {result['speedup']}x.** Seeding ran at {result['seed_runs_per_second']} runs/s "
-            "(two calls per run: the REST API has no batch create and no status on create).",
+            f"**Speed-up: {result['speedup']}x** ({result['baseline_runs_per_second']} -> "
+            f"{result['kit_runs_per_second']} runs/s over all rounds). Seeding ran at "
+            f"{result['seed_runs_per_second']} runs/s (two calls per run: the REST API has no batch "
+            "create and no status on create).",
         ]
     )
 
@@ -190,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=5000, help="runs to seed and delete (default 5000)")
     parser.add_argument("--concurrency", type=int, default=8, help="the kit's requests in flight (default 8)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/kit rounds (default 2)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.concurrency < 1:
-        parser.error("--runs and --concurrency must be at least 1")
+    if min(args.runs, args.concurrency, args.rounds) < 1:
+        parser.error("--runs, --concurrency and --rounds must be at least 1")
 
     state_dir = Path(tempfile.mkdtemp(prefix="mlflow-stack-bench-cleanup-"))
     stack = _fresh_stack(state_dir)
@@ -201,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting a local stack in {state_dir} ...", file=sys.stderr, flush=True)
         info = stack.up()
         with Connection(info.url, info.username, info.password, info.ca_file) as conn:
-            result = measure(conn, args.runs, args.concurrency, "bench-cleanup")
+            result = measure(conn, args.runs, args.concurrency, args.rounds, "bench-cleanup")
     finally:
         stack.down()
         shutil.rmtree(state_dir, ignore_errors=True)
