@@ -7,7 +7,7 @@ Exit codes (shared with `mlflow-stack models`):
   0  done (or, in a dry run, listed)        1  some runs could not be changed (listed in the report)
   2  bad options or unresolvable target     3  the server or its API failed (nothing more was tried)
   4  lock held by another pipeline          5  the registry is not in a state to act on
-  130 interrupted (Ctrl-C/SIGINT): what was done is kept; rerun the same command to finish
+  130 interrupted (Ctrl-C, SIGINT or SIGTERM): what was done is kept; rerun the same command to finish
 This module also holds the connection and lock options `cli/models.py` shares.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,6 +209,9 @@ def run_command(
             print(f"mlflow-stack {name}: {message}", file=sys.stderr)
         return code
 
+    # ECS stops a task with SIGTERM (then SIGKILL 30 s later): treat it like Ctrl-C, so the
+    # requests in flight finish and the report says what was done.
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         target = resolve_target(args)
         with target.conn:
@@ -227,11 +231,17 @@ def run_command(
         return fail(
             EXIT_INTERRUPTED, "interrupted", f"{error or 'interrupted'}; rerun the same command to finish"
         )
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     if args.json:
         print(json.dumps({"ok": code == EXIT_OK, "command": name, "exit_code": code, **body}, default=str))
     else:
         print("\n".join(lines))
     return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def _ids(label: str, ids: list[str], limit: int = 10) -> str:

@@ -35,14 +35,16 @@ class LockLost(RuntimeError):
 # --- reading --------------------------------------------------------------------------------
 
 
-def alias_version(conn: Connection, name: str, alias: str) -> dict[str, Any] | None:
+def alias_version(
+    conn: Connection, name: str, alias: str, model: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The model version an alias points to, or None when the alias is not set.
 
     Read from the registered model's alias list: the alias endpoint answers a missing alias with a
     generic 400 INVALID_PARAMETER_VALUE, indistinguishable from a malformed request.
     """
-    model = require_model(conn, name)
-    version = next((str(a["version"]) for a in model.get("aliases", []) if a.get("alias") == alias), None)
+    aliases = (model or require_model(conn, name)).get("aliases", [])
+    version = next((str(a["version"]) for a in aliases if a.get("alias") == alias), None)
     if version is None:
         return None
     return conn.call("GET", "model-versions/get", params={"name": name, "version": version})["model_version"]
@@ -158,14 +160,14 @@ def validate(
     champion_alias: str = "champion",
 ) -> ValidationResult:
     """The champion/challenger gate. Every check that applies is reported, not just the first failure."""
-    require_model(conn, name)
-    challenger = alias_version(conn, name, challenger_alias)
+    model = require_model(conn, name)
+    challenger = alias_version(conn, name, challenger_alias, model)
     if challenger is None:
         raise PreconditionFailed(
             f"model {name!r} has no {challenger_alias!r} alias: set it on the candidate version first "
             f"(MlflowClient().set_registered_model_alias({name!r}, {challenger_alias!r}, VERSION))"
         )
-    champion = alias_version(conn, name, champion_alias)
+    champion = alias_version(conn, name, champion_alias, model)
     checks: list[Check] = []
     found = version_metric(conn, challenger, metric)
     result = ValidationResult(
@@ -291,11 +293,11 @@ def promote(
     with _locked(lock, wait_seconds) as waited:
         # Everything is read *inside* the lock, so the state acted on is the state after any
         # promotion that won the race.
-        require_model(conn, name)
-        candidate = alias_version(conn, name, from_alias)
+        model = require_model(conn, name)
+        candidate = alias_version(conn, name, from_alias, model)
         if candidate is None:
             raise PreconditionFailed(f"model {name!r} has no {from_alias!r} alias: nothing to promote")
-        current = alias_version(conn, name, to_alias)
+        current = alias_version(conn, name, to_alias, model)
         stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
         move = AliasMove(
             model=name,
@@ -315,7 +317,7 @@ def promote(
             # A second pipeline promoting the same version must not make previous-champion point
             # at the champion itself, which would leave nothing real to roll back to.
             move.action = "already-current"
-            prior = alias_version(conn, name, previous_alias)
+            prior = alias_version(conn, name, previous_alias, model)
             move.previous_version = str(prior["version"]) if prior else None
             return move
         _ensure_held(lock)
@@ -333,8 +335,6 @@ def promote(
                     "replaced_by": move.version,
                 },
             )
-        else:
-            move.previous_version = None
         _set_alias(conn, name, to_alias, move.version)
         _set_tags(
             conn,
@@ -364,14 +364,14 @@ def rollback(
     """`alias` <- previous-<alias>; the rolled-back version is tagged with the reason and time."""
     previous_alias = PREVIOUS_PREFIX + alias
     with _locked(lock, wait_seconds) as waited:
-        require_model(conn, name)
-        previous = alias_version(conn, name, previous_alias)
+        model = require_model(conn, name)
+        previous = alias_version(conn, name, previous_alias, model)
         if previous is None:
             raise PreconditionFailed(
                 f"nothing to roll back to: model {name!r} has no {previous_alias!r} alias "
                 f"(it is set when `models promote` replaces a {alias!r}, and cleared by a rollback)"
             )
-        current = alias_version(conn, name, alias)
+        current = alias_version(conn, name, alias, model)
         stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
         move = AliasMove(
             model=name,

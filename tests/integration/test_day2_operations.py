@@ -242,7 +242,7 @@ def test_cleanup_over_5000_runs_deletes_exactly_the_right_ones_and_survives_an_i
     assert set(dry.kept_by_tag) == kept and set(dry.kept_by_model_version) == linked
     assert len(search_ids(conn, exp_id)) == len(ids)
 
-    # --apply, interrupted part-way (SIGINT, as Ctrl-C or a CI cancel would send it)...
+    # --apply, interrupted part-way (as a CI cancel or an ECS task stop would)...
     process = subprocess.Popen(
         [
             sys.executable, "-m", "cli.main", "runs", "cleanup", "--local",
@@ -257,13 +257,14 @@ def test_cleanup_over_5000_runs_deletes_exactly_the_right_ones_and_survives_an_i
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "cleanup never started deleting"
             time.sleep(0.3)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # what ECS sends a task it stops; Ctrl-C takes the same path
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
     interrupted = json.loads(out)
     assert process.returncode == 130 and interrupted["error"] == "interrupted", (out, err)
+    assert "SIGTERM" in interrupted["message"] and "rerun" in interrupted["message"]
     partly_deleted = search_ids(conn, exp_id, "DELETED_ONLY")
     assert partly_deleted and partly_deleted < doomed
 
