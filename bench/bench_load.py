@@ -58,6 +58,7 @@ class Target:
     window_seconds: float = 0.0
     server_cpu_seconds: float = 0.0
     postgres_cpu_seconds: float = 0.0
+    server_memory_mib: float = 0.0
 
     def client(self) -> TrackingClient:
         return TrackingClient(self.url, self.credentials, self.verify)
@@ -75,6 +76,21 @@ def _tree_cpu_seconds(record: ProcessRecord) -> float:
         except psutil.NoSuchProcess:
             continue
     return total
+
+
+def _tree_memory_mib(record: ProcessRecord) -> float:
+    """Proportional set size of the process tree: what a container's memory limit sees (shared
+    pages are split between the processes that share them instead of being counted in each)."""
+    proc = find_process(record)
+    if proc is None:
+        return 0.0
+    total = 0
+    for member in [proc, *proc.children(recursive=True)]:
+        try:
+            total += member.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
 
 
 def _prepare(target: Target, admin: tuple[str, str] | None) -> None:
@@ -114,6 +130,9 @@ def _measure(
     window_end = time.monotonic()
     cpu1 = sum(_tree_cpu_seconds(p) for p in target.processes)
     pg1 = _tree_cpu_seconds(postgres) if postgres else 0.0
+    target.server_memory_mib = max(
+        target.server_memory_mib, sum(_tree_memory_mib(p) for p in target.processes)
+    )
     worker.join()
     target.samples += in_window(logs, window_start, window_end)
     target.fatal += [log.fatal for log in logs if log.fatal]
@@ -290,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 server_cpu_seconds=t.server_cpu_seconds,
                 postgres_cpu_seconds=t.postgres_cpu_seconds,
+                server_memory_mib=t.server_memory_mib,
                 window_seconds=t.window_seconds,
                 error_examples=sorted({s.error for s in t.samples if s.error})[:3] + t.fatal[:3],
             )

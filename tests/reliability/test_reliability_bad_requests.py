@@ -137,7 +137,8 @@ def target(reliability_stack) -> Iterator[Target]:  # type: ignore[no-untyped-de
     run = api.create_run(experiment)
     token = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
     host, port = url.removeprefix("http://").split(":")
-    pids = [p.pid for p in info.processes if p.name.startswith("replica-")]
+    # The replicas alive now (another module of this package may have killed and restarted one).
+    pids = [p.pid for p in info.processes if p.name.startswith("replica-") and psutil.pid_exists(p.pid)]
     yield Target(host, int(port), f"Basic {token}", experiment, run, pids)
 
 
