@@ -8,7 +8,7 @@ Starts one embedded PostgreSQL and one S3 emulator, then one server per row — 
 kit's entrypoint (its defaults, or each `--kit-variant`) — each ONE process tree pinned to the same
 CPUs. N clients send realistic tracking traffic (bench/traffic.py) straight to each server in
 turn, for several interleaved rounds so that background load on a shared machine hits every row
-alike. Optionally (`--with-local-stack`) a last row goes through the full local stack: Caddy TLS
+alike. A last row (unless `--no-local-stack`) goes through the full local stack: Caddy TLS
 and 2 replicas. Every number is reported next to the stock baselines of the same run.
 """
 
@@ -217,9 +217,9 @@ def find_process_start(pid: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_load", description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per row per round")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per row per round")
     parser.add_argument("--warmup", type=float, default=4.0, help="unmeasured seconds before each window")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all rows")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all rows")
     all_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     parser.add_argument("--cpus", default=all_cpus, help=f"CPU set every server is pinned to ({all_cpus})")
     parser.add_argument(
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-stock", action="store_true", help="skip the two stock baselines")
     parser.add_argument(
-        "--with-local-stack", action="store_true", help="add a row through Caddy + 2 replicas"
+        "--no-local-stack", action="store_true", help="skip the row through Caddy + 2 replicas"
     )
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON here")
     parser.add_argument(
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 target = Target(server.label, server.kind, server.url, None, [server.record], server.settings)
                 _prepare(target, server.admin)
                 targets.append(target)
-            if args.with_local_stack:
+            if not args.no_local_stack:
                 stack_dir = Path(tempfile.mkdtemp(prefix="mlflow-stack-bench-stack-"))
                 stop_local_stack, local_target = _start_local_stack(stack_dir)
                 targets.append(local_target)

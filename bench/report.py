@@ -88,7 +88,9 @@ def render(results: Results) -> str:
     lines = [
         f"Run {results.started_utc}: {results.clients} concurrent clients, {results.rounds} interleaved "
         f"rounds x {results.seconds:.0f} s measured per row (after a warm-up), every server pinned to "
-        f"CPUs {results.cpus}, one embedded PostgreSQL and one S3 emulator shared by all rows.",
+        f"CPUs {results.cpus}, one embedded PostgreSQL and one S3 emulator shared by the server rows "
+        "(the kit-local-stack row runs on the local stack's own, unpinned: it shows the cost of TLS "
+        "and the load balancer).",
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}, "
         f"MLflow {m['mlflow']}. Load average (1/5/15 min) before {_load(results.load_before)}, after "
         f"{_load(results.load_after)} — the machine is shared, so compare rows by their ratios.",
