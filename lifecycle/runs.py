@@ -234,8 +234,8 @@ def model_linked_run_ids(conn: Connection) -> set[str]:
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM turned into it) stopped a batch; `outcome` is what was done before."""
 
-    def __init__(self, outcome: ActionOutcome) -> None:
-        super().__init__(f"interrupted after {len(outcome.done)} run(s) were changed")
+    def __init__(self, outcome: ActionOutcome, reason: str = "") -> None:
+        super().__init__(f"{reason or 'interrupted'}: {len(outcome.done)} run(s) had been changed")
         self.outcome = outcome
 
 
@@ -280,13 +280,13 @@ def run_bounded(
             pending.add(pool.submit(attempt, run_id))
         for future in pending:
             record(future.result())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # Let the requests already sent finish (their outcome is real), start nothing new.
         pool.shutdown(wait=True, cancel_futures=True)
         for future in pending:
             if future.done() and not future.cancelled():
                 record(future.result())
-        raise Interrupted(outcome) from None
+        raise Interrupted(outcome, str(interrupt)) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return outcome
