@@ -260,26 +260,25 @@ def _load_balancer(settings: Settings, network: Network, opts: pulumi.ResourceOp
 
 
 def export_outputs(platform: Platform) -> None:
-    """Stack outputs: names, endpoints and ARNs — never a secret value."""
+    """Stack outputs, all snake_case: names, endpoints and ARNs — never a secret value."""
     settings = platform.settings
     pulumi.export("environment", settings.environment)
     pulumi.export("team", settings.team)
     pulumi.export("region", settings.region)
-    pulumi.export("vpcId", platform.network.vpc_id)
-    pulumi.export("privateSubnetIds", platform.network.private_subnet_ids)
-    pulumi.export("publicSubnetIds", platform.network.public_subnet_ids)
-    pulumi.export("bucketName", platform.artifacts.bucket_name)
-    pulumi.export("artifactsDestination", platform.artifacts_destination)
-    pulumi.export("dbEndpoint", platform.database.endpoint)
-    pulumi.export("dbPort", platform.database.port)
-    pulumi.export("dbName", platform.database.db_name)
-    pulumi.export("dbUser", platform.database.username)
-    pulumi.export("dbPasswordSecretArn", platform.secrets.db_password_secret_arn)
-    pulumi.export("adminPasswordSecretArn", platform.secrets.admin_password_secret_arn)
-    pulumi.export("flaskSecretKeySecretArn", platform.secrets.flask_secret_key_secret_arn)
-    pulumi.export("runtimeRoleArn", platform.identity.runtime_role_arn)
-    pulumi.export("executionRoleArn", platform.identity.execution_role_arn)
-    pulumi.export("logGroupName", platform.log_group_name)
+    pulumi.export("vpc_id", platform.network.vpc_id)
+    pulumi.export("private_subnet_ids", platform.network.private_subnet_ids)
+    pulumi.export("public_subnet_ids", platform.network.public_subnet_ids)
+    pulumi.export("bucket_name", platform.artifacts.bucket_name)
+    pulumi.export("artifacts_destination", platform.artifacts_destination)
+    pulumi.export("db_endpoint", platform.database.endpoint)
+    pulumi.export("db_port", platform.database.port)
+    pulumi.export("db_name", platform.database.db_name)
+    pulumi.export("db_user", platform.database.username)
+    pulumi.export("db_password_secret_arn", platform.secrets.db_password_secret_arn)
+    pulumi.export("flask_secret_key_secret_arn", platform.secrets.flask_secret_key_secret_arn)
+    pulumi.export("runtime_role_arn", platform.identity.runtime_role_arn)
+    pulumi.export("execution_role_arn", platform.identity.execution_role_arn)
+    pulumi.export("log_group_name", platform.log_group_name)
     # The edge. `mlflow-stack smoke --stack <stack>` reads these names (lifecycle/credentials.py).
     pulumi.export("tracking_url", platform.load_balancer.url)
     pulumi.export("alb_dns_name", platform.load_balancer.dns_name)

@@ -77,11 +77,11 @@ def test_stack_produces_the_data_plane(stack_graph, stack):
     assert len(graph.of_type(BUCKET, parent=component(graph, "artifacts"))) == 1
     assert len(graph.of_type("aws:secretsmanager/secret:Secret", parent=component(graph, "secrets"))) == 3
     for key in (
-        "bucketName",
-        "dbEndpoint",
-        "dbPasswordSecretArn",
-        "adminPasswordSecretArn",
-        "flaskSecretKeySecretArn",
+        "bucket_name",
+        "db_endpoint",
+        "db_password_secret_arn",
+        "admin_password_secret_arn",
+        "flask_secret_key_secret_arn",
     ):
         assert graph.outputs[key], key
 
@@ -166,12 +166,12 @@ def test_per_team_stack_uses_the_existing_vpc(stack_graph):
     assert not NEW_VPC_TYPES & graph.types
     subnet_group = graph.one("aws:rds/subnetGroup:SubnetGroup")
     assert subnet_group.get("subnetIds") == ["subnet-01a2b3c4d5e6f7081", "subnet-02b3c4d5e6f708192"]
-    assert graph.outputs["vpcId"] == "vpc-0a1b2c3d4e5f67890"
+    assert graph.outputs["vpc_id"] == "vpc-0a1b2c3d4e5f67890"
     assert graph.one(RDS).get("identifier") == "mlflow-search-prod-db"
-    assert graph.outputs["bucketName"] == "mlflow-search-prod-artifacts-123456789012"
+    assert graph.outputs["bucket_name"] == "mlflow-search-prod-artifacts-123456789012"
     # Waived by an explicit override, everything else of prod still applies.
     assert graph.one(RDS).get("multiAz") is False and graph.one(RDS).get("deletionProtection") is True
-    assert ":eu-west-1:" in graph.outputs["dbPasswordSecretArn"]
+    assert ":eu-west-1:" in graph.outputs["db_password_secret_arn"]
 
 
 def test_network_spans_two_zones_with_public_and_private_subnets(stack_graph):
@@ -290,7 +290,7 @@ def test_every_lifecycle_age_is_configurable_per_stack():
         == 3
     )
     assert rules["noncurrent-version-expiry"]["noncurrentVersionExpiration"]["noncurrentDays"] == 11
-    assert graph.outputs["artifactsDestination"].endswith("/models")
+    assert graph.outputs["artifacts_destination"].endswith("/models")
 
 
 def test_bucket_is_locked_down(stack_graph):
@@ -316,7 +316,7 @@ def test_bucket_is_locked_down(stack_graph):
     (statement,) = policy["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    bucket_arn = f"arn:aws:s3:::{graph.outputs['bucketName']}"
+    bucket_arn = f"arn:aws:s3:::{graph.outputs['bucket_name']}"
     assert statement["Resource"] == [bucket_arn, f"{bucket_arn}/*"]
 
 
@@ -385,7 +385,7 @@ def _lifecycle_request(graph: ResourceGraph) -> dict[str, Any]:
             days = rule["noncurrentVersionExpiration"]["noncurrentDays"]
             api_rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": days}
         rules.append(api_rule)
-    return {"Bucket": graph.outputs["bucketName"], "LifecycleConfiguration": {"Rules": rules}}
+    return {"Bucket": graph.outputs["bucket_name"], "LifecycleConfiguration": {"Rules": rules}}
 
 
 @pytest.mark.parametrize("stack", STACK_FILES)

@@ -116,7 +116,7 @@ def test_service_has_no_public_ip(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     service = graph.one(SERVICE)
     assert service.get("networkConfiguration.assignPublicIp") is False
-    assert service.get("networkConfiguration.subnets") == graph.outputs["privateSubnetIds"]
+    assert service.get("networkConfiguration.subnets") == graph.outputs["private_subnet_ids"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -143,9 +143,9 @@ def test_passwords_and_flask_key_reach_the_task_only_as_secret_references(
     container = _container(graph)
     by_role = {r.name.rsplit("-secrets-", 1)[1]: r for r in graph.of_type("aws:secretsmanager/secret:Secret")}
     stored_arns = {
-        contract.DB_PASSWORD.name: graph.outputs["dbPasswordSecretArn"],
+        contract.DB_PASSWORD.name: graph.outputs["db_password_secret_arn"],
         contract.ADMIN_PASSWORD.name: graph.outputs["admin_password_secret_arn"],
-        contract.FLASK_SECRET_KEY.name: graph.outputs["flaskSecretKeySecretArn"],
+        contract.FLASK_SECRET_KEY.name: graph.outputs["flask_secret_key_secret_arn"],
     }
     assert {s["name"]: s["valueFrom"] for s in container["secrets"]} == stored_arns
     assert set(by_role) == {"db-password", "admin-password", "flask-secret-key"}
@@ -214,7 +214,7 @@ def test_database_is_reachable_only_from_the_service(stack_graph: GraphFor, stac
 def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     log_group = graph.named(f"{_prefix(graph)}-compute-logs")
-    assert log_group.get("name") == f"/mlflow-stack/{stack}/server" == graph.outputs["logGroupName"]
+    assert log_group.get("name") == f"/mlflow-stack/{stack}/server" == graph.outputs["log_group_name"]
     assert log_group.get("retentionInDays") == _expected(graph)["log_days"]
     assert _container(graph)["logConfiguration"]["options"]["awslogs-group"] == log_group.get("name")
     execution_policy = next(
@@ -222,8 +222,8 @@ def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor
     )
     assert f"log-group:{log_group.get('name')}" in execution_policy.get("policy")
     task = graph.one(TASK)
-    assert task.get("executionRoleArn") == graph.outputs["executionRoleArn"]
-    assert task.get("taskRoleArn") == graph.outputs["runtimeRoleArn"]
+    assert task.get("executionRoleArn") == graph.outputs["execution_role_arn"]
+    assert task.get("taskRoleArn") == graph.outputs["runtime_role_arn"]
 
 
 @pytest.mark.parametrize("stack", STACKS)

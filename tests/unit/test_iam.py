@@ -95,7 +95,7 @@ def test_no_statement_grants_everything(stack_graph, stack):
 
 def test_runtime_role_reaches_only_its_prefix_and_key(stack_graph):
     graph = stack_graph("prod")
-    bucket_arn = f"arn:aws:s3:::{graph.outputs['bucketName']}"
+    bucket_arn = f"arn:aws:s3:::{graph.outputs['bucket_name']}"
     artifacts_key = graph.named("mlflow-prod-artifacts-kms")
     policy = {statement["Sid"]: statement for statement in role_policy(graph, "runtime")}
     assert set(policy) == {"ListArtifactPrefix", "ReadWriteArtifacts", "ArtifactEncryption"}
@@ -119,13 +119,13 @@ def test_execution_role_reads_only_its_secrets_logs_and_image(stack_graph):
     policy = {statement["Sid"]: statement for statement in role_policy(graph, "execution")}
     secret_arns = sorted(
         graph.outputs[key]
-        for key in ("dbPasswordSecretArn", "adminPasswordSecretArn", "flaskSecretKeySecretArn")
+        for key in ("db_password_secret_arn", "admin_password_secret_arn", "flask_secret_key_secret_arn")
     )
     assert policy["ReadStackSecrets"]["Resource"] == secret_arns
     assert policy["ReadStackSecrets"]["Action"] == ["secretsmanager:GetSecretValue"]
     secrets_key = graph.named("mlflow-dev-secrets-kms")
     assert policy["DecryptStackSecrets"]["Resource"].endswith(f"key/{secrets_key.id}")
-    log_group = f"arn:aws:logs:us-east-1:123456789012:log-group:{graph.outputs['logGroupName']}"
+    log_group = f"arn:aws:logs:us-east-1:123456789012:log-group:{graph.outputs['log_group_name']}"
     assert policy["WriteServerLogs"]["Resource"] == [log_group, f"{log_group}:log-stream:*"]
     # The image is built into this stack's repository: pull from that one repository only.
     assert (
@@ -216,8 +216,8 @@ def test_execution_role_names_the_repository_and_log_group_that_exist(stack_grap
     graph = stack_graph(stack)
     policy = {statement["Sid"]: statement for statement in role_policy(graph, "execution")}
     log_groups = {r.get("name") for r in graph.of_type("aws:cloudwatch/logGroup:LogGroup")}
-    assert graph.outputs["logGroupName"] in log_groups
-    assert policy["WriteServerLogs"]["Resource"][0].endswith(f":log-group:{graph.outputs['logGroupName']}")
+    assert graph.outputs["log_group_name"] in log_groups
+    assert policy["WriteServerLogs"]["Resource"][0].endswith(f":log-group:{graph.outputs['log_group_name']}")
     repositories = [r.get("name") for r in graph.of_type("aws:ecr/repository:Repository")]
     if repositories:  # the image is built by this stack
         assert policy["PullServerImage"]["Resource"].endswith(f":repository/{repositories[0]}")

@@ -26,8 +26,8 @@ def test_stacks_back_to_back_do_not_leak_into_each_other():
     for graph, stack in ((second_dev, "dev"), (team, "search-prod")):
         assert all(r.urn.startswith(f"urn:pulumi:{stack}::mlflow-stack::") for r in graph.resources)
     assert not [r.name for r in second_dev.resources if "search" in r.name]
-    assert ":eu-west-1:" in team.outputs["dbPasswordSecretArn"]
-    assert ":us-east-1:" in second_dev.outputs["dbPasswordSecretArn"]
+    assert ":eu-west-1:" in team.outputs["db_password_secret_arn"]
+    assert ":us-east-1:" in second_dev.outputs["db_password_secret_arn"]
     # The override applied to that run only.
     assert team.config["mlflow-stack:server"]["maxReplicas"] == 3
     assert load_stack_config("search-prod")["mlflow-stack:server"]["maxReplicas"] == 4
@@ -91,19 +91,19 @@ def test_protect_and_parent_are_observed_including_inheritance(tmp_path: Path):
 
 def test_mocks_answer_like_aws(stack_graph):
     graph = stack_graph("dev")
-    assert re.fullmatch(r"vpc-[0-9a-f]{17}", graph.outputs["vpcId"])
-    assert all(re.fullmatch(r"subnet-[0-9a-f]{17}", s) for s in graph.outputs["privateSubnetIds"])
+    assert re.fullmatch(r"vpc-[0-9a-f]{17}", graph.outputs["vpc_id"])
+    assert all(re.fullmatch(r"subnet-[0-9a-f]{17}", s) for s in graph.outputs["private_subnet_ids"])
     zones = {s.get("availabilityZone") for s in graph.of_type("aws:ec2/subnet:Subnet")}
     assert zones == {"us-east-1a", "us-east-1b"}
-    assert graph.outputs["bucketName"].endswith(f"-{MOCK_ACCOUNT_ID}")
+    assert graph.outputs["bucket_name"].endswith(f"-{MOCK_ACCOUNT_ID}")
     assert re.fullmatch(
-        r"mlflow-dev-db\.c[0-9a-f]{10}\.us-east-1\.rds\.amazonaws\.com", graph.outputs["dbEndpoint"]
+        r"mlflow-dev-db\.c[0-9a-f]{10}\.us-east-1\.rds\.amazonaws\.com", graph.outputs["db_endpoint"]
     )
     assert re.fullmatch(
         rf"arn:aws:secretsmanager:us-east-1:{MOCK_ACCOUNT_ID}:secret:mlflow-stack/dev/db-password-[0-9a-f]{{6}}",
-        graph.outputs["dbPasswordSecretArn"],
+        graph.outputs["db_password_secret_arn"],
     )
-    assert graph.outputs["runtimeRoleArn"] == f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/mlflow-dev-server-task"
+    assert graph.outputs["runtime_role_arn"] == f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/mlflow-dev-server-task"
     key = graph.named("mlflow-dev-artifacts-kms")
     assert re.fullmatch(r"[0-9a-f-]{36}", key.id)
 
@@ -128,7 +128,7 @@ def test_a_stack_file_from_another_directory(tmp_path: Path):
     assert list_stacks(tmp_path) == ["fraud-staging"]
     graph = run_program("fraud-staging", stack_dir=tmp_path)
     assert graph.error is None, graph.error
-    assert graph.outputs["bucketName"] == f"mlflow-fraud-staging-artifacts-{MOCK_ACCOUNT_ID}"
+    assert graph.outputs["bucket_name"] == f"mlflow-fraud-staging-artifacts-{MOCK_ACCOUNT_ID}"
     assert graph.one("aws:rds/instance:Instance").get("instanceClass") == "db.t4g.small"
 
 
