@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -365,6 +366,64 @@ class AlarmSettings(_Section):
         return value
 
 
+# EventBridge Scheduler's recurring expressions: cron(<6 fields>) or rate(<n> <unit>). Scheduler
+# also has one-off at(...), which would run maintenance once and never again.
+SCHEDULE_EXPRESSION = re.compile(r"cron\(\S+( \S+){5}\)|rate\([1-9]\d* (minute|hour|day)s?\)")
+
+
+class MaintenanceSettings(_Section):
+    """Scheduled day-2 maintenance: an ECS task running `mlflow-stack runs maintenance --apply`.
+
+    Each run reaps runs stuck in RUNNING, soft-deletes old runs (restorable), then `mlflow gc`
+    permanently removes runs deleted longer ago than gcOlderThanDays, with their artifacts."""
+
+    enabled: bool = Field(True, description="create the lock table, the maintenance task and its schedule")
+    schedule: str = Field(
+        "cron(0 3 ? * SUN *)", description="EventBridge Scheduler cron(...) or rate(...) expression"
+    )
+    timezone: str = Field("UTC", description="IANA time zone the schedule's cron fields are read in")
+    reap_stuck_after_hours: int = Field(
+        24, ge=1, description="mark RUNNING runs without an update for this long as FAILED"
+    )
+    cleanup_older_than_days: int = Field(
+        90, ge=1, description="soft-delete finished runs older than this (restorable until gc)"
+    )
+    cleanup_experiment_pattern: str = Field(
+        "*", description="glob of experiment names the cleanup applies to ('*' is every experiment)"
+    )
+    gc_older_than_days: int = Field(
+        30, ge=1, description="permanently delete runs deleted longer ago than this (the undo window)"
+    )
+    cpu: int = Field(512, description="Fargate task CPU units of the maintenance task")
+    memory: int = Field(1024, description="Fargate task memory (MiB) of the maintenance task")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        if not SCHEDULE_EXPRESSION.fullmatch(value):
+            raise ValueError(
+                "is not a recurring EventBridge Scheduler expression; use cron(min hour day month weekday "
+                "year), e.g. cron(0 3 ? * SUN *), or rate(N minutes|hours|days)"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("cleanup_experiment_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise ValueError("must be a non-empty glob without surrounding spaces, e.g. '*' or 'sandbox-*'")
+        return value
+
+
 SECTION_MODELS: dict[str, type[_Section]] = {
     "network": NetworkSettings,
     "database": DatabaseSettings,
@@ -373,6 +432,7 @@ SECTION_MODELS: dict[str, type[_Section]] = {
     "loadBalancer": LoadBalancerSettings,
     "domain": DomainSettings,
     "alarms": AlarmSettings,
+    "maintenance": MaintenanceSettings,
 }
 
 # Per-environment defaults (YAML key names). Anything not listed uses the model default above.
@@ -399,6 +459,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "logRetentionDays": 14,
         },
         "loadBalancer": {"deletionProtection": False, "accessLogs": False},
+        # Dev runs are scratch work: a month is enough to compare against.
+        "maintenance": {"enabled": True, "cleanupOlderThanDays": 30},
     },
     "staging": {
         "network": {"natGateways": "single", "flowLogs": False},
@@ -419,6 +481,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "logRetentionDays": 30,
         },
         "loadBalancer": {"deletionProtection": False, "accessLogs": False},
+        # A quarter: one release cycle of validation runs.
+        "maintenance": {"enabled": True, "cleanupOlderThanDays": 90},
     },
     "prod": {
         "network": {"natGateways": "per_az", "flowLogs": True},
@@ -439,6 +503,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "logRetentionDays": 90,
         },
         "loadBalancer": {"deletionProtection": True, "accessLogs": True},
+        # Half a year: prod runs are the evidence behind deployed models (audits, regressions
+        # traced back to a training run). Runs behind a registered model version are never cleaned.
+        "maintenance": {"enabled": True, "cleanupOlderThanDays": 180},
     },
 }
 
@@ -474,6 +541,7 @@ class Settings(_Section):
     load_balancer: LoadBalancerSettings
     domain: DomainSettings
     alarms: AlarmSettings
+    maintenance: MaintenanceSettings
     overrides: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -772,26 +840,72 @@ def _replica_range(ctx: dict[str, Any]) -> list[str]:
     ]
 
 
-def _fargate_size(ctx: dict[str, Any]) -> list[str]:
-    server: ServerSettings = ctx["server"]
-    allowed = FARGATE_MEMORY_BY_CPU.get(server.cpu)
+def _fargate_size_of(section: str, cpu: int, memory: int) -> list[str]:
+    allowed = FARGATE_MEMORY_BY_CPU.get(cpu)
     if allowed is None:
         return [
             _problem(
-                "server.cpu",
-                f"{server.cpu} is not a Fargate CPU size",
+                f"{section}.cpu",
+                f"{cpu} is not a Fargate CPU size",
                 f"use one of {', '.join(map(str, FARGATE_MEMORY_BY_CPU))}",
             )
         ]
-    if server.memory not in allowed:
+    if memory not in allowed:
         return [
             _problem(
-                "server.memory",
-                f"{server.memory} MiB is not valid with cpu {server.cpu}",
+                f"{section}.memory",
+                f"{memory} MiB is not valid with cpu {cpu}",
                 f"use {allowed[0]}-{allowed[-1]} MiB in steps of {allowed[1] - allowed[0]}",
             )
         ]
     return []
+
+
+def _fargate_size(ctx: dict[str, Any]) -> list[str]:
+    server: ServerSettings = ctx["server"]
+    return _fargate_size_of("server", server.cpu, server.memory)
+
+
+def _maintenance_fargate_size(ctx: dict[str, Any]) -> list[str]:
+    maintenance: MaintenanceSettings = ctx["maintenance"]
+    if not maintenance.enabled:
+        return []
+    return _fargate_size_of("maintenance", maintenance.cpu, maintenance.memory)
+
+
+def _maintenance_reaches_tracking_url(ctx: dict[str, Any]) -> list[str]:
+    """The maintenance task calls the tracking URL from a private subnet. To an internal load
+    balancer it connects inside the VPC (the platform admits its security group); to an
+    internet-facing one its packets leave through the NAT gateways, so the load balancer sees the
+    NAT's public IPs. The platform admits the NAT gateways it creates; an existing VPC's NAT
+    addresses are unknown to the stack, and a restricted allowedCidrs would silently drop them."""
+    maintenance: MaintenanceSettings = ctx["maintenance"]
+    load_balancer: LoadBalancerSettings = ctx["loadBalancer"]
+    network: NetworkSettings = ctx["network"]
+    if (
+        not maintenance.enabled
+        or not load_balancer.internet_facing
+        or load_balancer_open_to_all(load_balancer)
+        or network.existing_vpc_id is None
+    ):
+        return []
+    return [
+        _problem(
+            "maintenance.enabled",
+            "the maintenance task would reach the internet-facing load balancer through the existing "
+            "VPC's NAT, whose public IPs the stack cannot know and loadBalancer.allowedCidrs "
+            f"({', '.join(load_balancer.allowed_cidrs)}) may not admit: "
+            "scheduled runs could silently time out",
+            "set loadBalancer.internetFacing: false (the task is then admitted by security group), "
+            "allow 0.0.0.0/0, or set maintenance.enabled: false and run "
+            "`mlflow-stack runs maintenance --stack <stack> --apply` from an allowed network",
+        )
+    ]
+
+
+def load_balancer_open_to_all(load_balancer: LoadBalancerSettings) -> bool:
+    """Whether allowedCidrs admits every IPv4 address (then nothing needs to be added to it)."""
+    return any(ipaddress.ip_network(cidr).prefixlen == 0 for cidr in load_balancer.allowed_cidrs)
 
 
 def _keepalive(ctx: dict[str, Any]) -> list[str]:
@@ -964,6 +1078,8 @@ CROSS_CHECKS: tuple[tuple[CrossCheck, tuple[str, ...]], ...] = (
     (_connection_budget, ("server", "database")),
     (_replica_range, ("server",)),
     (_fargate_size, ("server",)),
+    (_maintenance_fargate_size, ("maintenance",)),
+    (_maintenance_reaches_tracking_url, ("maintenance", "loadBalancer", "network")),
     (_keepalive, ("server", "loadBalancer")),
     (_network_shape, ("network", "loadBalancer")),
     (_storage, ("database",)),
@@ -1039,6 +1155,7 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
         load_balancer=ctx["loadBalancer"],
         domain=ctx["domain"],
         alarms=ctx["alarms"],
+        maintenance=ctx["maintenance"],
         overrides=overrides,
     )
 
