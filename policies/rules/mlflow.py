@@ -16,16 +16,24 @@ DESIRED_COUNT = "ecs:service:DesiredCount"
 
 
 def _words(container: Mapping[str, Any]) -> list[str]:
-    return [str(w) for w in as_list(container.get("entryPoint")) + as_list(container.get("command"))]
+    # Split each word too: `sh -c "mlflow server ..."` carries the whole command line in one word.
+    return [
+        part
+        for word in as_list(container.get("entryPoint")) + as_list(container.get("command"))
+        for part in str(word).split()
+    ]
 
 
 def is_mlflow_server(container: Mapping[str, Any]) -> bool:
-    """The kit's entrypoint (`python -m server.entrypoint`) or a plain `mlflow server`."""
+    """A container that starts the MLflow server: the kit's entrypoint (`python -m server.entrypoint`),
+    an `mlflow server` command (`mlflow`, `/usr/local/bin/mlflow` or `python -m mlflow`), or an MLflow
+    image left to its default command. An MLflow image running something else (the maintenance task's
+    `python -m cli.runs`) is a client of the server, not a server."""
     words = _words(container)
-    return (
-        "server.entrypoint" in words
-        or any("mlflow" in w for w in words)
-        or "mlflow" in str(container.get("image"))
+    if not words:
+        return "mlflow" in str(container.get("image")).lower()
+    return "server.entrypoint" in words or any(
+        a.rsplit("/", 1)[-1] == "mlflow" and b == "server" for a, b in itertools.pairwise(words)
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from policy_helpers import res, violations
 
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -149,6 +150,33 @@ def test_mlflow_without_basic_auth_fails():
         "logConfiguration": {"logDriver": "awslogs"},
     }
     assert violations("mlflow-basic-auth", task(container(), sidecar)) == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"entryPoint": ["sh", "-c"], "command": ["exec mlflow server --host 0.0.0.0"]},
+        {"entryPoint": ["/usr/local/bin/mlflow"], "command": ["server", "--port", "5000"]},
+        {"entryPoint": ["python", "-m", "mlflow"], "command": ["server"]},
+        {"entryPoint": ["python", "-m", "server.entrypoint"], "command": ["serve"]},
+        # An MLflow image left to its default command starts the server.
+        {"image": "ghcr.io/mlflow/mlflow:v3.17.2", "entryPoint": None, "command": None},
+    ],
+)
+def test_every_way_of_starting_the_server_without_basic_auth_fails(overrides):
+    assert violations("mlflow-basic-auth", task(container(**overrides))) == [
+        "container mlflow starts MLflow without --app-name basic-auth"
+    ]
+
+
+def test_a_client_of_the_server_in_the_server_image_is_not_a_server():
+    # The scheduled maintenance task: the server image, the day-2 CLI, the tracking URL in its args.
+    maintenance = container(
+        name="maintenance",
+        entryPoint=["python", "-m", "cli.runs"],
+        command=["runs", "maintenance", "--url", "https://mlflow.example.com", "--apply", "--json"],
+    )
+    assert violations("mlflow-basic-auth", task(maintenance)) == []
 
 
 def test_public_ip_fails_in_prod_only():
