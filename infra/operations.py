@@ -12,6 +12,9 @@ What it creates, each scoped to exactly its job:
   to MLflow over HTTPS with basic auth and to PostgreSQL with a password, neither needs IAM);
 - an EventBridge Scheduler schedule and its role, which may only `ecs:RunTask` this task family on
   this cluster and pass this task's two roles to ECS.
+- when asked, the load balancer ingress the task's HTTPS calls need: from the task's security group
+  (internal load balancer), or from the NAT gateways' public IPs it egresses through (an
+  internet-facing one whose allowedCidrs would otherwise drop them).
 
 This module never imports mlflow or lifecycle/: it only builds the command line the task runs.
 """
@@ -19,21 +22,21 @@ This module never imports mlflow or lifecycle/: it only builds the command line 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from infra.compute.spec import CPU_ARCHITECTURE, RUN_AS_USER, SCRATCH_PATH
+from infra.settings import MaintenanceSettings
 from infra.tags import child_opts
 from server import contract
 
 CONTAINER_NAME = "maintenance"
 SCRATCH_VOLUME = "scratch"
-# A task-scoped volume: the only writable path in the container.
-SCRATCH_PATH = "/tmp"
+HTTPS_PORT = 443
 LOCK_TABLE_HASH_KEY = "lock_id"
 LOCK_TABLE_TTL_ATTRIBUTE = "expires_at"
 # The container reads the admin password by the name lifecycle.credentials.resolve_url expects.
@@ -41,12 +44,12 @@ ADMIN_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a variable name,
 DB_SETTINGS = (contract.DB_HOST, contract.DB_PORT, contract.DB_NAME, contract.DB_USER, contract.DB_SSLMODE)
 # The lease `runs maintenance` takes (lifecycle.locks.MAINTENANCE_LOCK_ID; a unit test keeps them equal).
 MAINTENANCE_LOCK_ID = "maintenance/runs"
-_SCHEDULE = re.compile(r"^(cron\(.+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$")
 
 
 @dataclass(frozen=True)
 class OperationsArgs:
-    """Inputs of the maintenance component. Defaults match `mlflow-stack runs maintenance`."""
+    """Inputs of the maintenance component. What and when come from the validated settings
+    section (`settings.maintenance`); the rest is wiring from the platform."""
 
     name_prefix: str  # e.g. "mlflow-search-prod"; names the table, roles, task family, schedule
     region: str
@@ -64,17 +67,18 @@ class OperationsArgs:
     # The server contract's plain DB settings (MLFLOW_STACK_DB_HOST, _PORT, _NAME, _USER, _SSLMODE).
     database_environment: Mapping[str, pulumi.Input[str]]
     log_group_name: str  # an existing log group; the task writes under the "maintenance" prefix
-    schedule_expression: str = "cron(0 3 ? * SUN *)"  # Sundays 03:00
-    schedule_timezone: str = "UTC"
-    reap_stuck_after_hours: int = 24
-    cleanup_older_than_days: int = 90
-    gc_older_than_days: int = 30
-    cleanup_experiment_pattern: str = "*"
+    settings: MaintenanceSettings = field(default_factory=MaintenanceSettings)  # when, how much
     lock_table_name: str | None = None  # default "<name_prefix>-locks"
     ecr_repository_arn: pulumi.Input[str] | None = None  # grant pulls only from this repository
-    cpu: int = 512
-    memory: int = 1024
     permissions_boundary_arn: str | None = None
+    # Read-only root filesystem with a task volume at /tmp: needs the image to declare
+    # `VOLUME /tmp` (infra.compute.image.image_can_run_read_only), like the server's task.
+    read_only_root: bool = True
+    # Admit the task on 443 to this load balancer security group. With `load_balancer_source_ips`
+    # (the NAT gateways' public IPs: the task reaches an internet-facing load balancer through
+    # them) one /32 rule per address; without, one rule from `security_group_id` (internal ALB).
+    load_balancer_security_group_id: pulumi.Input[str] | None = None
+    load_balancer_source_ips: Sequence[pulumi.Input[str]] = ()
 
     @property
     def table_name(self) -> str:
@@ -90,22 +94,9 @@ class OperationsConfigError(ValueError):
 
 
 def validate_args(args: OperationsArgs) -> None:
-    """Refuse settings that would deploy a schedule that cannot run, before creating anything."""
+    """Refuse wiring that cannot work, before creating anything. The user-facing values (schedule,
+    retention, task size) are validated once, by `infra.settings.MaintenanceSettings`."""
     problems = []
-    if not _SCHEDULE.match(args.schedule_expression):
-        problems.append(
-            f"maintenance.schedule {args.schedule_expression!r} is not an EventBridge Scheduler "
-            "expression: use cron(...) or rate(N unit), e.g. cron(0 3 ? * SUN *)"
-        )
-    if args.reap_stuck_after_hours < 1:
-        problems.append("maintenance.reap_stuck_after_hours must be at least 1")
-    if args.cleanup_older_than_days < 1:
-        problems.append("maintenance.cleanup_older_than_days must be at least 1")
-    if args.gc_older_than_days < 1:
-        problems.append(
-            "maintenance.gc_older_than_days must be at least 1: it is the window in which a deleted run "
-            "can still be restored"
-        )
     if not args.subnet_ids:
         problems.append("maintenance needs at least one private subnet")
     missing = [s.name for s in DB_SETTINGS if s.default is None and s.name not in args.database_environment]
@@ -120,6 +111,7 @@ def validate_args(args: OperationsArgs) -> None:
 
 def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
     """The container command: `python -m cli.runs runs maintenance ... --apply --json`."""
+    maintenance = args.settings
     return [
         "runs",
         "maintenance",
@@ -128,13 +120,13 @@ def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
         "--username",
         args.admin_username,
         "--reap-older-than",
-        f"{args.reap_stuck_after_hours}h",
+        f"{maintenance.reap_stuck_after_hours}h",
         "--cleanup-older-than",
-        f"{args.cleanup_older_than_days}d",
+        f"{maintenance.cleanup_older_than_days}d",
         "--cleanup-experiment",
-        args.cleanup_experiment_pattern,
+        maintenance.cleanup_experiment_pattern,
         "--gc-older-than",
-        f"{args.gc_older_than_days}d",
+        f"{maintenance.gc_older_than_days}d",
         "--lock-table",
         args.table_name,
         "--apply",
@@ -163,6 +155,11 @@ def container_definitions(
         "HOME": SCRATCH_PATH,
         "TMPDIR": SCRATCH_PATH,
     }
+    scratch = (
+        [{"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_PATH, "readOnly": False}]
+        if args.read_only_root
+        else []
+    )
     secrets = {
         ADMIN_PASSWORD_ENV: admin_password_secret_arn,
         contract.DB_PASSWORD.name: db_password_secret_arn,
@@ -174,10 +171,11 @@ def container_definitions(
             "essential": True,
             "entryPoint": ENTRYPOINT,
             "command": maintenance_command(args, tracking_url),
-            "readonlyRootFilesystem": True,
-            "mountPoints": [
-                {"sourceVolume": SCRATCH_VOLUME, "containerPath": SCRATCH_PATH, "readOnly": False}
-            ],
+            # The server image's non-root user, stated here as for the server's task.
+            "user": RUN_AS_USER,
+            "readonlyRootFilesystem": args.read_only_root,
+            "mountPoints": scratch,
+            "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
             "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
             "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
             "logConfiguration": {
@@ -411,14 +409,15 @@ class Operations(pulumi.ComponentResource):
             family=args.task_family,
             requires_compatibilities=["FARGATE"],
             network_mode="awsvpc",
-            cpu=str(args.cpu),
-            memory=str(args.memory),
+            cpu=str(args.settings.cpu),
+            memory=str(args.settings.memory),
+            # The server image is built for this architecture only (infra/compute/spec.py).
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture="X86_64"
+                operating_system_family="LINUX", cpu_architecture=CPU_ARCHITECTURE
             ),
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)],
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if args.read_only_root else [],
             container_definitions=definitions,
             opts=child,
         )
@@ -456,8 +455,8 @@ class Operations(pulumi.ComponentResource):
             f"{name}-schedule",
             name=f"{args.name_prefix}-maintenance",
             description="Weekly MLflow maintenance: reap stuck runs, clean up old runs, garbage-collect",
-            schedule_expression=args.schedule_expression,
-            schedule_expression_timezone=args.schedule_timezone,
+            schedule_expression=args.settings.schedule,
+            schedule_expression_timezone=args.settings.timezone,
             flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
             target=aws.scheduler.ScheduleTargetArgs(
                 arn=args.cluster_arn,
@@ -479,6 +478,8 @@ class Operations(pulumi.ComponentResource):
             opts=child,
         )
 
+        self._admit_to_load_balancer(name, args, child)
+
         self.lock_table_name = table.name
         self.lock_table_arn = table.arn
         self.task_definition_arn = task_definition.arn
@@ -491,3 +492,32 @@ class Operations(pulumi.ComponentResource):
                 "schedule_name": self.schedule_name,
             }
         )
+
+    @staticmethod
+    def _admit_to_load_balancer(name: str, args: OperationsArgs, child: pulumi.ResourceOptions) -> None:
+        """Let the task's HTTPS calls to the tracking URL through the load balancer's allow-list."""
+        if args.load_balancer_security_group_id is None:
+            return
+        if not args.load_balancer_source_ips:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-alb-in-from-task",
+                security_group_id=args.load_balancer_security_group_id,
+                referenced_security_group_id=args.security_group_id,
+                ip_protocol="tcp",
+                from_port=HTTPS_PORT,
+                to_port=HTTPS_PORT,
+                description="HTTPS from the maintenance task",
+                opts=child,
+            )
+            return
+        for index, address in enumerate(args.load_balancer_source_ips):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-alb-in-from-nat-{index}",
+                security_group_id=args.load_balancer_security_group_id,
+                cidr_ipv4=pulumi.Output.from_input(address).apply(lambda ip: f"{ip}/32"),
+                ip_protocol="tcp",
+                from_port=HTTPS_PORT,
+                to_port=HTTPS_PORT,
+                description="HTTPS from the maintenance task, through this NAT gateway",
+                opts=child,
+            )

@@ -29,6 +29,7 @@ from infra.operations import (
     scheduler_policy,
     task_policy,
 )
+from infra.settings import MaintenanceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # parliament 1.6.4 has invalid escape sequences in its regexes; not ours to fix.
@@ -68,9 +69,9 @@ def make_args(**overrides: Any) -> OperationsArgs:
         },
         "log_group_name": "/mlflow/team-dev/server",
         "ecr_repository_arn": ECR_REPO,
-        "cleanup_older_than_days": 120,
-        "reap_stuck_after_hours": 36,
-        "gc_older_than_days": 14,
+        "settings": MaintenanceSettings(
+            cleanup_older_than_days=120, reap_stuck_after_hours=36, gc_older_than_days=14
+        ),
     }
     values.update(overrides)
     return OperationsArgs(**values)
@@ -330,13 +331,11 @@ def test_children_are_parented_and_named_after_the_component(run: Any) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"schedule_expression": "every sunday"}, "maintenance.schedule"),
-        ({"gc_older_than_days": 0}, "gc_older_than_days"),
         ({"subnet_ids": []}, "private subnet"),
         ({"database_environment": {"MLFLOW_STACK_DB_PORT": "5432"}}, "MLFLOW_STACK_DB_HOST"),
     ],
 )
-def test_bad_settings_fail_before_anything_is_created(override: dict[str, Any], message: str) -> None:
+def test_bad_wiring_fails_before_anything_is_created(override: dict[str, Any], message: str) -> None:
     with pytest.raises(OperationsConfigError, match=message):
         run_components(lambda: _build(make_args(**override)))
 
@@ -457,3 +456,45 @@ def test_lock_table_is_a_valid_create_table(run: Any) -> None:
             "TimeToLiveSpecification": {"Enabled": True, "AttributeName": inputs["ttl"]["attributeName"]},
         },
     )
+
+
+# --- the load balancer's allow-list ---------------------------------------------------------------
+
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+
+def test_no_load_balancer_rule_unless_asked(run: Any) -> None:
+    assert run.of_type(INGRESS) == []
+
+
+def test_an_internal_load_balancer_admits_the_task_security_group() -> None:
+    graph = run_components(lambda: _build(make_args(load_balancer_security_group_id="sg-alb")))
+    (rule,) = graph.of_type(INGRESS)
+    assert rule.inputs["securityGroupId"] == "sg-alb"
+    assert rule.inputs["referencedSecurityGroupId"] == "sg-server"
+    assert (rule.inputs["ipProtocol"], rule.inputs["fromPort"], rule.inputs["toPort"]) == ("tcp", 443, 443)
+    assert "cidrIpv4" not in rule.inputs
+
+
+def test_a_public_load_balancer_admits_each_nat_address_on_443_only() -> None:
+    graph = run_components(
+        lambda: _build(
+            make_args(
+                load_balancer_security_group_id="sg-alb",
+                load_balancer_source_ips=["198.51.100.7", "198.51.100.8"],
+            )
+        )
+    )
+    rules = graph.of_type(INGRESS)
+    assert sorted(r.inputs["cidrIpv4"] for r in rules) == ["198.51.100.7/32", "198.51.100.8/32"]
+    for rule in rules:
+        assert rule.inputs["securityGroupId"] == "sg-alb"
+        assert (rule.inputs["fromPort"], rule.inputs["toPort"]) == (443, 443)
+        assert "referencedSecurityGroupId" not in rule.inputs
+
+
+def test_a_writable_root_image_gets_no_scratch_volume() -> None:
+    graph = run_components(lambda: _build(make_args(read_only_root=False)))
+    container = _container(graph)
+    assert container["readonlyRootFilesystem"] is False and container["mountPoints"] == []
+    assert graph.one("aws:ecs/taskDefinition:TaskDefinition").inputs.get("volumes", []) == []
