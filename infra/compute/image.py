@@ -1,7 +1,8 @@
 """The server image: built from server/Dockerfile into a private ECR repository, or a prebuilt ref.
 
-The tag is a hash of the files under server/, so an unchanged server never produces a new tag
-(immutable tags would reject a re-push anyway) and a changed one always does. The task definition
+The tag is a hash of server/ and of every path server/Dockerfile COPYs into the image (lifecycle/
+and cli/ for the maintenance task), so an unchanged image never produces a new tag (immutable tags
+would reject a re-push anyway) and a change to anything it carries always does. The task definition
 pins the pushed image by digest (`tag@sha256:...`), so a redeploy can never pick up other bytes.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +28,36 @@ DOCKERFILE = f"{SERVER_DIR}/Dockerfile"
 _IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 
 
-def server_source_hash(root: Path = REPO_ROOT, directory: str = SERVER_DIR) -> str:
-    """A short, stable hash of every file under `directory` (paths and contents)."""
+def copied_sources(dockerfile: Path) -> list[str]:
+    """Build-context paths a Dockerfile COPYs or ADDs (not from other stages), e.g. ["server/"]."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    sources: list[str] = []
+    for line in text.splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction.upper() not in {"COPY", "ADD"}:
+            continue
+        words = json.loads(rest) if rest.strip().startswith("[") else rest.split()
+        if any(word.startswith("--from") for word in words):
+            continue
+        sources += [word for word in words if not word.startswith("--")][:-1]
+    return sources
+
+
+def _files(base: Path) -> list[Path]:
+    if base.is_file():
+        return [base]
+    return [p for p in base.rglob("*") if p.is_file()]
+
+
+def server_source_hash(root: Path = REPO_ROOT) -> str:
+    """A short, stable hash (paths and contents) of server/ and everything the Dockerfile copies."""
     digest = hashlib.sha256()
-    base = root / directory
-    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+    dockerfile = root / DOCKERFILE
+    bases = [root / SERVER_DIR]
+    if dockerfile.is_file():
+        bases += [root / source for source in copied_sources(dockerfile)]
+    files = {path for base in bases for path in _files(base)}
+    for path in sorted(files):
         relative = path.relative_to(root)
         if _IGNORED_PARTS & set(relative.parts) or path.suffix == ".pyc":
             continue

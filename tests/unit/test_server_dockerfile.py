@@ -68,9 +68,12 @@ def test_installs_exactly_the_hashed_requirements() -> None:
     assert words[words.index("-r") + 1].endswith("server/requirements.txt")
 
 
-def test_copies_only_the_server_package() -> None:
+def test_copies_only_the_server_and_the_day2_packages() -> None:
+    # lifecycle/ and cli/ are what the scheduled maintenance task runs; nothing of infra/, local/,
+    # tests or the repository root reaches the image.
     sources = [shlex.split(args)[0] for kw, args in _instructions() if kw == "COPY"]
-    assert sources and all(src.startswith("server/") for src in sources), sources
+    allowed = ("server/", "lifecycle/", "cli/")
+    assert sources and all(src.startswith(allowed) for src in sources), sources
 
 
 def test_port_healthcheck_entrypoint_and_command_follow_the_contract() -> None:
