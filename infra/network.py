@@ -40,10 +40,14 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     public_subnet_ids: pulumi.Output[list[str]]
     private_subnet_ids: pulumi.Output[list[str]]
+    # Public IPs of the NAT gateways this stack creates (empty for an existing VPC): the source
+    # address a private task's traffic to an internet-facing load balancer arrives from.
+    nat_public_ips: list[pulumi.Output[str]]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlflow-stack:network:Network", name, None, opts)
         settings = args.settings
+        self.nat_public_ips = []
         if settings.existing_vpc_id is not None:
             self.vpc_id = pulumi.Output.from_input(settings.existing_vpc_id)
             self.public_subnet_ids = pulumi.Output.from_input(list(settings.existing_public_subnet_ids))
@@ -174,6 +178,7 @@ class Network(pulumi.ComponentResource):
                 opts=child_opts(self),
             )
             nat_ids.append(nat.id)
+            self.nat_public_ips.append(eip.public_ip)
         return nat_ids
 
     def _flow_logs(self, name: str, vpc: aws.ec2.Vpc, permissions_boundary_arn: str | None) -> None:

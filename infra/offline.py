@@ -270,6 +270,9 @@ class AwsMocks(Mocks):
                 arn=self._arn("rds", f"db:{identifier}"),
                 hostedZoneId="Z2R2ITUGPM61AM",
             )
+        elif typ == "aws:ec2/eip:Eip":
+            # An address from TEST-NET-2 (RFC 5737), stable per stack and name.
+            state["publicIp"] = f"198.51.100.{int(short[:4], 16) % 254 + 1}"
         elif typ == "aws:kms/key:Key":
             key_id = self._uuid(name)
             resource_id = key_id

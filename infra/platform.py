@@ -10,14 +10,15 @@ import pulumi_aws as aws
 from infra.artifacts import Artifacts, ArtifactsArgs
 from infra.compute.ecs import EcsService, EcsServiceArgs
 from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only
-from infra.compute.spec import SCRATCH_PATH, SecretRefs, build_server_spec
+from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, build_server_spec
 from infra.database import Database, DatabaseArgs
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.monitoring import AlarmThresholds, Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
+from infra.operations import Operations, OperationsArgs
 from infra.secrets import Secrets, SecretsArgs
-from infra.settings import Settings
+from infra.settings import Settings, load_balancer_open_to_all
 from infra.tags import aws_provider
 from server import contract
 
@@ -43,6 +44,7 @@ class Platform:
     server_image: ServerImage
     compute: EcsService
     monitoring: Monitoring
+    operations: Operations | None  # scheduled maintenance; None when maintenance.enabled is false
 
     @property
     def artifacts_destination(self) -> pulumi.Output[str]:
@@ -212,6 +214,43 @@ def build_platform(settings: Settings) -> Platform:
         ),
         opts=with_provider,
     )
+    operations = None
+    if settings.maintenance.enabled:
+        operations = Operations(
+            f"{prefix}-operations",
+            OperationsArgs(
+                name_prefix=prefix,
+                region=settings.region,
+                account_id=caller.account_id,
+                partition=partition,
+                cluster_arn=compute.cluster_arn,
+                task_image=server_image.image_ref,
+                subnet_ids=network.private_subnet_ids,
+                # The service's security group: it already reaches PostgreSQL (the only group the
+                # database admits, see the policy pack's database-ingress-from-service-only) and
+                # HTTPS; the task listens on nothing, so the group's one ingress rule is moot.
+                security_group_id=compute.security_group_id,
+                tracking_url=load_balancer.url,
+                admin_username=server.admin_username,
+                admin_password_secret_arn=secrets.admin_password_secret_arn,
+                db_password_secret_arn=secrets.db_password_secret_arn,
+                secrets_kms_key_arn=secrets.kms_key_arn,
+                database_environment={
+                    contract.DB_HOST.name: database.endpoint,
+                    contract.DB_PORT.name: pulumi.Output.from_input(database.port).apply(str),
+                    contract.DB_NAME.name: database.db_name,
+                    contract.DB_USER.name: database.username,
+                    contract.DB_SSLMODE.name: DB_SSLMODE,
+                },
+                log_group_name=settings.log_group_name,
+                settings=settings.maintenance,
+                ecr_repository_arn=ecr_repository_arn,
+                permissions_boundary_arn=settings.permissions_boundary_arn,
+                read_only_root=image_can_run_read_only(SCRATCH_PATH),
+                **_tracking_url_ingress(settings, network, load_balancer),
+            ),
+            opts=with_provider,
+        )
     return Platform(
         settings=settings,
         provider=provider,
@@ -227,7 +266,28 @@ def build_platform(settings: Settings) -> Platform:
         server_image=server_image,
         compute=compute,
         monitoring=monitoring,
+        operations=operations,
     )
+
+
+def _tracking_url_ingress(settings: Settings, network: Network, load_balancer: LoadBalancer) -> dict:
+    """How the maintenance task gets through the load balancer's allow-list to the tracking URL.
+
+    Internal load balancer: the task connects inside the VPC; admit its security group.
+    Internet-facing: the task's packets leave through the NAT gateways, so the load balancer sees
+    their public IPs; admit those when allowedCidrs would not (settings refuses an existing VPC
+    here, whose NAT addresses the stack cannot know)."""
+    edge = settings.load_balancer
+    if not edge.internet_facing:
+        return {"load_balancer_security_group_id": load_balancer.security_group_id}
+    if load_balancer_open_to_all(edge):
+        return {}
+    if not network.nat_public_ips:
+        raise ValueError("maintenance: an internet-facing load balancer with allowedCidrs needs the NAT IPs")
+    return {
+        "load_balancer_security_group_id": load_balancer.security_group_id,
+        "load_balancer_source_ips": network.nat_public_ips,
+    }
 
 
 def _load_balancer(settings: Settings, network: Network, opts: pulumi.ResourceOptions) -> LoadBalancer:
@@ -288,3 +348,7 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("admin_password_secret_arn", platform.secrets.admin_password_secret_arn)
     pulumi.export("image_ref", platform.server_image.image_ref)
     pulumi.export("alarm_topic_arn", platform.monitoring.topic_arn)
+    if platform.operations is not None:
+        # `mlflow-stack runs|models ... --stack <stack>` take their leases in this table.
+        pulumi.export("lock_table", platform.operations.lock_table_name)
+        pulumi.export("maintenance_schedule_name", platform.operations.schedule_name)

@@ -344,11 +344,13 @@ class EcsService(pulumi.ComponentResource):
         )
 
         self.cluster_name = self.cluster.name
+        self.cluster_arn = self.cluster.arn  # where the scheduled maintenance task runs
         self.service_name = self.service.name
         self.security_group_id = self.security_group.id
         self.register_outputs(
             {
                 "cluster_name": self.cluster_name,
+                "cluster_arn": self.cluster_arn,
                 "service_name": self.service_name,
                 "security_group_id": self.security_group_id,
                 "task_definition_arn": self.task_definition.arn,

@@ -350,7 +350,9 @@ CALLS: dict[str, tuple[str, str, Callable[[RegisteredResource], dict[str, Any]]]
 def test_container_definitions_are_a_valid_register_task_definition(
     stack_graph: GraphFor, stack: str
 ) -> None:
-    task = stack_graph(stack).one("aws:ecs/taskDefinition:TaskDefinition")
+    graph = stack_graph(stack)
+    compute = next(r.name for r in graph.resources if r.type == "mlflow-stack:compute:EcsService")
+    task = graph.one("aws:ecs/taskDefinition:TaskDefinition", parent=compute)
     params = task_definition_params(task)
     checked = assert_valid("ecs", "RegisterTaskDefinition", params)
     # networkMode, requiresCompatibilities, runtimePlatform (2), portMappings protocol/appProtocol,

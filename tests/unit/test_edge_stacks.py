@@ -47,8 +47,13 @@ SHIPPED: dict[str, dict[str, Any]] = {
 GraphFor = Callable[[str], ResourceGraph]
 
 
+def _server_task(graph: ResourceGraph) -> Any:
+    # The compute component's task; the stack also defines the scheduled maintenance task.
+    return graph.one(TASK, parent=f"{_prefix(graph)}-compute")
+
+
 def _container(graph: ResourceGraph) -> dict[str, Any]:
-    [container] = json.loads(graph.one(TASK).get("containerDefinitions"))
+    [container] = json.loads(_server_task(graph).get("containerDefinitions"))
     return container
 
 
@@ -154,7 +159,7 @@ def test_passwords_and_flask_key_reach_the_task_only_as_secret_references(
     assert not plain_names & {s.name for s in contract.SECRET_SETTINGS}
     # The generated values themselves appear nowhere outside a Pulumi secret: not in the task
     # definition, not in any other input, not in the stack outputs.
-    assert SECRET_SENTINEL not in graph.one(TASK).get("containerDefinitions")
+    assert SECRET_SENTINEL not in _server_task(graph).get("containerDefinitions")
     leaks = [
         r.name for r in graph.resources if any(SECRET_SENTINEL in s for s in iter_plain_strings(r.inputs))
     ]
@@ -176,7 +181,12 @@ def test_only_the_alb_is_open_to_the_internet_and_only_on_80_and_443(
     assert all(rule["securityGroupId"] == alb_group for rule in world_rules)
     assert {(rule["fromPort"], rule["toPort"]) for rule in world_rules} <= {(80, 80), (443, 443)}
     allowed = graph.config.get("mlflow-stack:loadBalancer", {}).get("allowedCidrs", ["0.0.0.0/0"])
-    alb_cidrs = {r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6") for r in graph.of_type(INGRESS)}
+    # The clients' allow-list is the edge's; the maintenance task's NAT /32s are its own rules.
+    alb_cidrs = {
+        r.inputs.get("cidrIpv4") or r.inputs.get("cidrIpv6")
+        for r in graph.of_type(INGRESS)
+        if r.parent_name != f"{_prefix(graph)}-operations"
+    }
     assert alb_cidrs - {None} == set(allowed)
     for group in graph.of_type("aws:ec2/securityGroup:SecurityGroup"):
         for rule in group.get("ingress", []) or []:
@@ -189,7 +199,7 @@ def test_container_is_non_root_and_read_only_when_the_image_allows(stack_graph: 
     container = _container(graph)
     read_only = image_can_run_read_only(SCRATCH_PATH)
     assert container["readonlyRootFilesystem"] is read_only
-    volumes = graph.one(TASK).get("volumes") or []
+    volumes = _server_task(graph).get("volumes") or []
     assert [m["containerPath"] for m in container["mountPoints"]] == ([SCRATCH_PATH] if read_only else [])
     assert len(volumes) == len(container["mountPoints"])
     assert container["user"] == RUN_AS_USER
@@ -221,7 +231,7 @@ def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor
         r for r in graph.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.endswith("execution-policy")
     )
     assert f"log-group:{log_group.get('name')}" in execution_policy.get("policy")
-    task = graph.one(TASK)
+    task = _server_task(graph)
     assert task.get("executionRoleArn") == graph.outputs["execution_role_arn"]
     assert task.get("taskRoleArn") == graph.outputs["runtime_role_arn"]
 
