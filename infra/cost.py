@@ -3,20 +3,26 @@
 Prices come from `infra/prices.json` (a small table that names its source and date) or, with
 `refresh_region_prices`, from the AWS Pricing API. The estimate covers what runs around the clock
 (database, tasks at their minimum count, load balancer, NAT gateways, public IPv4 addresses, keys,
-secrets, alarms); traffic- and volume-driven charges (S3 storage, NAT data, LCUs, log ingestion)
-are listed with their unit price instead of being guessed.
+secrets, alarms) and scheduled tasks (runs per month from the schedule expression, at an assumed
+run length); traffic- and volume-driven charges (S3 storage, NAT data, LCUs, log ingestion, DynamoDB
+on-demand requests) are listed with their unit price instead of being guessed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 PRICES_PATH = Path(__file__).resolve().parent / "prices.json"
+# The scheduled maintenance task (reap, cleanup, gc) runs for minutes; priced at this length per
+# run (Fargate bills per second, one-minute minimum), and said so in the estimate's notes.
+SCHEDULED_TASK_MINUTES = 15
+DAYS_PER_MONTH = 365.25 / 12
 
 
 class CostError(ValueError):
@@ -179,6 +185,69 @@ def _scaling_bounds(resources: Sequence[PricedResource]) -> list[tuple[str, int,
     ]
 
 
+_CRON_NAMES = {
+    **{day: str(index) for index, day in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 1)},
+    **{
+        month: str(index)
+        for index, month in enumerate(
+            ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
+        )
+    },
+}
+_RATE_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
+
+
+def _cron_count(field_: str, low: int, high: int) -> int | None:
+    """How many values a cron field selects; None for what this estimate does not model (L, W, #)."""
+    if field_ in ("*", "?"):
+        return high - low + 1
+    values: set[int] = set()
+    for part in field_.upper().split(","):
+        for name, number in _CRON_NAMES.items():
+            part = part.replace(name, number)
+        match = re.fullmatch(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?", part)
+        if match is None:
+            return None
+        start = low if match[1] == "*" else int(match[1])
+        end = int(match[2]) if match[2] else (high if match[1] == "*" or match[3] else start)
+        values.update(range(start, end + 1, int(match[3] or 1)))
+    return len(values)
+
+
+def runs_per_month(expression: str, hours_per_month: float) -> float | None:
+    """Average runs a month of an EventBridge Scheduler cron(...)/rate(...) expression, or None."""
+    rate = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", expression)
+    if rate:
+        return hours_per_month * 60 / (int(rate[1]) * _RATE_MINUTES[rate[2]])
+    cron = re.fullmatch(r"cron\((.+)\)", expression)
+    fields = cron[1].split() if cron else []
+    if len(fields) != 6:
+        return None
+    minutes, hours, day_of_month, month, day_of_week = (
+        _cron_count(fields[0], 0, 59),
+        _cron_count(fields[1], 0, 23),
+        _cron_count(fields[2], 1, 31),
+        _cron_count(fields[3], 1, 12),
+        _cron_count(fields[4], 1, 7),
+    )
+    if None in (minutes, hours, day_of_month, month, day_of_week):
+        return None
+    if fields[4] not in ("*", "?"):
+        days = day_of_week * DAYS_PER_MONTH / 7  # type: ignore[operator]
+    elif fields[2] not in ("*", "?"):
+        days = float(day_of_month)  # type: ignore[arg-type]
+    else:
+        days = DAYS_PER_MONTH
+    return minutes * hours * days * month / 12  # type: ignore[operator]
+
+
+def _scheduled_task(target: Mapping[str, Any]) -> Mapping[str, Any]:
+    ecs = _plain(target.get("ecsParameters"))
+    if isinstance(ecs, list):
+        ecs = ecs[0] if ecs else {}
+    return ecs if isinstance(ecs, Mapping) else {}
+
+
 def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable) -> CostEstimate:
     listed = list(resources)
     prices = table.region(region)
@@ -231,6 +300,29 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
                     f"service {r.name}: priced at its minimum of {minimum} task(s); at its maximum of "
                     f"{maximum} the Fargate line is ${per_task * maximum:,.2f}/month"
                 )
+        elif r.type == "aws:scheduler/schedule:Schedule" and _scheduled_task(_block(r, "target")):
+            ecs = _scheduled_task(_block(r, "target"))
+            shape = shapes.get(_family(ecs.get("taskDefinitionArn", "")))
+            expression = str(_get(r, "scheduleExpression", ""))
+            runs = runs_per_month(expression, hours)
+            if shape is None or runs is None:
+                notes.append(f"schedule {r.name} ({expression}): its task is not priced")
+                continue
+            count = int(ecs.get("taskCount") or 1)
+            per_hour = (
+                shape.vcpu * prices["fargate_vcpu_hour"][shape.architecture]
+                + shape.memory_gb * prices["fargate_gb_hour"][shape.architecture]
+            )
+            add(
+                r,
+                f"Fargate scheduled task ~{runs:.1f} run(s)/month x {SCHEDULED_TASK_MINUTES} min x "
+                f"{shape.vcpu:g} vCPU / {shape.memory_gb:g} GB {shape.architecture}",
+                per_hour * runs * count * SCHEDULED_TASK_MINUTES / 60,
+            )
+            notes.append(
+                f"schedule {r.name}: priced at {SCHEDULED_TASK_MINUTES} minutes per run (assumed); "
+                "Fargate bills the real run time per second"
+            )
         elif r.type in ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer"):
             add(r, "Application Load Balancer hours", prices["alb_hour"] * hours)
             if not _get(r, "internal", False):
@@ -273,6 +365,18 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
         UsagePrice("CloudWatch Logs storage", prices["logs_storage_gb_month"], "GB-month"),
         UsagePrice("ECR image storage", prices["ecr_gb_month"], "GB-month"),
     )
+    if any(
+        r.type == "aws:dynamodb/table:Table" and _get(r, "billingMode") == "PAY_PER_REQUEST" for r in listed
+    ):
+        # The lock table: a few leases a week, each a handful of requests; billed per request.
+        usage += (
+            UsagePrice(
+                "DynamoDB on-demand writes (lock table)", prices["dynamodb_write_million"], "million WRU"
+            ),
+            UsagePrice(
+                "DynamoDB on-demand reads (lock table)", prices["dynamodb_read_million"], "million RRU"
+            ),
+        )
     source, as_of = table.source_for(region)
     return CostEstimate(region, source, as_of, table.currency, tuple(items), usage, tuple(notes))
 
