@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,3 +154,24 @@ def test_an_existing_vpc_behind_a_cidr_restricted_public_load_balancer_is_refuse
 )
 def test_the_task_can_reach_the_tracking_url(raw: dict[str, Any]) -> None:
     assert settings(**raw).stack == "dev"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod", "search-prod"])
+def test_the_commented_maintenance_example_in_each_stack_file_is_valid(stack: str) -> None:
+    import yaml
+
+    from infra.offline import load_stack_config
+
+    lines = (Path(__file__).resolve().parents[2] / "stacks" / f"Pulumi.{stack}.yaml").read_text().splitlines()
+    start = lines.index("  # mlflow-stack:maintenance:")
+    block = ["mlflow-stack:maintenance:"]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  #   "):
+            break
+        block.append(line.removeprefix("  # "))
+    example = yaml.safe_load("\n".join(block))["mlflow-stack:maintenance"]
+    assert example, stack
+    config = load_stack_config(stack, "stacks")
+    raw = {k.removeprefix("mlflow-stack:"): v for k, v in config.items() if k.startswith("mlflow-stack:")}
+    loaded = build_settings(stack, config["aws:region"], {**raw, "maintenance": example})
+    assert loaded.maintenance.model_dump(by_alias=True).items() >= example.items()
