@@ -57,7 +57,8 @@ class OperationsArgs:
     partition: pulumi.Input[str]
     cluster_arn: pulumi.Input[str]
     task_image: pulumi.Input[str]  # the server image (it carries lifecycle/ and cli/)
-    subnet_ids: list[pulumi.Input[str]]  # private subnets that reach the DB and the tracking URL
+    # Private subnets that reach the DB and the tracking URL (a list, or the network's Output of one).
+    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     security_group_id: pulumi.Input[str]  # allowed into PostgreSQL, egress to the load balancer
     tracking_url: pulumi.Input[str]  # https://mlflow.example.com
     admin_username: str
@@ -97,7 +98,7 @@ def validate_args(args: OperationsArgs) -> None:
     """Refuse wiring that cannot work, before creating anything. The user-facing values (schedule,
     retention, task size) are validated once, by `infra.settings.MaintenanceSettings`."""
     problems = []
-    if not args.subnet_ids:
+    if isinstance(args.subnet_ids, Sequence) and not args.subnet_ids:
         problems.append("maintenance needs at least one private subnet")
     missing = [s.name for s in DB_SETTINGS if s.default is None and s.name not in args.database_environment]
     if missing:
