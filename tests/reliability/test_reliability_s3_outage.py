@@ -54,10 +54,9 @@ def test_s3_outage(reliability_stack, measurements) -> None:  # type: ignore[no-
     measurements.append(
         f"S3 down: upload answered HTTP {failed.status_code} after {took:.1f} s: {failed.text[:160]!r}"
     )
-    # A server-side dependency failure, said so: a 5xx whose body names the storage problem.
+    # A server-side dependency failure: a 5xx, fast (its message is checked at the end).
     assert 500 <= failed.status_code < 600
     assert took < MAX_FAILED_UPLOAD_SECONDS
-    assert any(word in failed.text.lower() for word in ("connect", "endpoint", "s3", "storage")), failed.text
 
     # Tracking metadata does not depend on S3: writes during the outage are acknowledged and kept.
     metric = {"key": "during_s3_outage", "value": 1.0, "timestamp": int(time.time() * 1000), "step": 0}
@@ -78,3 +77,6 @@ def test_s3_outage(reliability_stack, measurements) -> None:  # type: ignore[no-
     stored = api.ok("GET", "/api/2.0/mlflow/runs/get", params={"run_id": run})["run"]
     assert [m["key"] for m in stored["data"].get("metrics", [])] == ["during_s3_outage"]
     assert stored["info"]["lifecycle_stage"] == "active" and stored["info"]["status"] == "RUNNING"
+    # Checked last so that a missing message does not hide the consistency checks above: the
+    # error must name the storage problem (a bare "Internal Server Error" tells the user nothing).
+    assert any(word in failed.text.lower() for word in ("connect", "endpoint", "s3", "storage")), failed.text
