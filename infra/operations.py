@@ -1,8 +1,7 @@
 """Scheduled maintenance: a weekly ECS task that runs `mlflow-stack runs maintenance --apply`.
 
-What it creates, each scoped to exactly its job:
-- the DynamoDB lock table the day-2 tools share (promotion/rollback leases, the maintenance lease):
-  on-demand billing, encrypted, point-in-time recovery, TTL on `expires_at`;
+What it creates, each scoped to exactly its job (the lock table it takes its lease in is the
+stack's, infra/locks.py, which exists with or without maintenance):
 - a Fargate task definition running the *server image* (same code, same pinned MLflow) with the
   day-2 CLI: reap stuck runs, clean up old runs, then `mlflow gc` with the stack's retention;
 - its execution role: pull the image, write its log stream, read exactly the two secrets it uses
@@ -37,8 +36,6 @@ from server import contract
 CONTAINER_NAME = "maintenance"
 SCRATCH_VOLUME = "scratch"
 HTTPS_PORT = 443
-LOCK_TABLE_HASH_KEY = "lock_id"
-LOCK_TABLE_TTL_ATTRIBUTE = "expires_at"
 # The container reads the admin password by the name lifecycle.credentials.resolve_url expects.
 ADMIN_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a variable name, not a value
 DB_SETTINGS = (contract.DB_HOST, contract.DB_PORT, contract.DB_NAME, contract.DB_USER, contract.DB_SSLMODE)
@@ -51,7 +48,7 @@ class OperationsArgs:
     """Inputs of the maintenance component. What and when come from the validated settings
     section (`settings.maintenance`); the rest is wiring from the platform."""
 
-    name_prefix: str  # e.g. "mlflow-search-prod"; names the table, roles, task family, schedule
+    name_prefix: str  # e.g. "mlflow-search-prod"; names the roles, task family, schedule
     region: str
     account_id: pulumi.Input[str]
     partition: pulumi.Input[str]
@@ -68,8 +65,10 @@ class OperationsArgs:
     # The server contract's plain DB settings (MLFLOW_STACK_DB_HOST, _PORT, _NAME, _USER, _SSLMODE).
     database_environment: Mapping[str, pulumi.Input[str]]
     log_group_name: str  # an existing log group; the task writes under the "maintenance" prefix
+    # The stack's lock table (infra.locks.LockTable): the task takes its lease there.
+    lock_table_name: pulumi.Input[str]
+    lock_table_arn: pulumi.Input[str]
     settings: MaintenanceSettings = field(default_factory=MaintenanceSettings)  # when, how much
-    lock_table_name: str | None = None  # default "<name_prefix>-locks"
     ecr_repository_arn: pulumi.Input[str] | None = None  # grant pulls only from this repository
     permissions_boundary_arn: str | None = None
     # Read-only root filesystem with a task volume at /tmp: needs the image to declare
@@ -80,10 +79,6 @@ class OperationsArgs:
     # them) one /32 rule per address; without, one rule from `security_group_id` (internal ALB).
     load_balancer_security_group_id: pulumi.Input[str] | None = None
     load_balancer_source_ips: Sequence[pulumi.Input[str]] = ()
-
-    @property
-    def table_name(self) -> str:
-        return self.lock_table_name or f"{self.name_prefix}-locks"
 
     @property
     def task_family(self) -> str:
@@ -110,7 +105,7 @@ def validate_args(args: OperationsArgs) -> None:
         raise OperationsConfigError("; ".join(problems))
 
 
-def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
+def maintenance_command(args: OperationsArgs, tracking_url: str, lock_table: str) -> list[str]:
     """The container command: `python -m cli.runs runs maintenance ... --apply --json`."""
     maintenance = args.settings
     return [
@@ -129,7 +124,7 @@ def maintenance_command(args: OperationsArgs, tracking_url: str) -> list[str]:
         "--gc-older-than",
         f"{maintenance.gc_older_than_days}d",
         "--lock-table",
-        args.table_name,
+        lock_table,
         "--apply",
         "--json",
     ]
@@ -145,6 +140,7 @@ def container_definitions(
     *,
     image: str,
     tracking_url: str,
+    lock_table: str,
     database_environment: Mapping[str, str],
     admin_password_secret_arn: str,
     db_password_secret_arn: str,
@@ -171,7 +167,7 @@ def container_definitions(
             "image": image,
             "essential": True,
             "entryPoint": ENTRYPOINT,
-            "command": maintenance_command(args, tracking_url),
+            "command": maintenance_command(args, tracking_url, lock_table),
             # The server image's non-root user, stated here as for the server's task.
             "user": RUN_AS_USER,
             "readonlyRootFilesystem": args.read_only_root,
@@ -320,8 +316,6 @@ def log_group_arn(partition: str, region: str, account_id: str, name: str) -> st
 
 
 class Operations(pulumi.ComponentResource):
-    lock_table_name: pulumi.Output[str]
-    lock_table_arn: pulumi.Output[str]
     task_definition_arn: pulumi.Output[str]
     schedule_name: pulumi.Output[str]
 
@@ -329,18 +323,6 @@ class Operations(pulumi.ComponentResource):
         super().__init__("mlflow-stack:operations:Operations", name, None, opts)
         validate_args(args)
         child = child_opts(self)
-
-        table = aws.dynamodb.Table(
-            f"{name}-locks",
-            name=args.table_name,
-            billing_mode="PAY_PER_REQUEST",
-            hash_key=LOCK_TABLE_HASH_KEY,
-            attributes=[aws.dynamodb.TableAttributeArgs(name=LOCK_TABLE_HASH_KEY, type="S")],
-            ttl=aws.dynamodb.TableTtlArgs(attribute_name=LOCK_TABLE_TTL_ATTRIBUTE, enabled=True),
-            point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
-            server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
-            opts=child,
-        )
 
         ecs_trust = pulumi.Output.from_input(args.account_id).apply(
             lambda account: trust_policy("ecs-tasks.amazonaws.com", account)
@@ -383,7 +365,10 @@ class Operations(pulumi.ComponentResource):
             opts=child,
         )
         aws.iam.RolePolicy(
-            f"{name}-task-policy", role=task_role.id, policy=table.arn.apply(task_policy), opts=child
+            f"{name}-task-policy",
+            role=task_role.id,
+            policy=pulumi.Output.from_input(args.lock_table_arn).apply(task_policy),
+            opts=child,
         )
 
         db_env = {k: pulumi.Output.from_input(v) for k, v in args.database_environment.items()}
@@ -393,6 +378,7 @@ class Operations(pulumi.ComponentResource):
             args.admin_password_secret_arn,
             args.db_password_secret_arn,
             pulumi.Output.all(**db_env),
+            args.lock_table_name,
         ).apply(
             lambda v: json.dumps(
                 container_definitions(
@@ -402,6 +388,7 @@ class Operations(pulumi.ComponentResource):
                     admin_password_secret_arn=v[2],
                     db_password_secret_arn=v[3],
                     database_environment=v[4],
+                    lock_table=v[5],
                 )
             )
         )
@@ -481,14 +468,10 @@ class Operations(pulumi.ComponentResource):
 
         self._admit_to_load_balancer(name, args, child)
 
-        self.lock_table_name = table.name
-        self.lock_table_arn = table.arn
         self.task_definition_arn = task_definition.arn
         self.schedule_name = schedule.name
         self.register_outputs(
             {
-                "lock_table_name": self.lock_table_name,
-                "lock_table_arn": self.lock_table_arn,
                 "task_definition_arn": self.task_definition_arn,
                 "schedule_name": self.schedule_name,
             }

@@ -14,6 +14,7 @@ from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, build_serve
 from infra.database import Database, DatabaseArgs
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.locks import LockTable, LockTableArgs
 from infra.monitoring import AlarmThresholds, Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.operations import Operations, OperationsArgs
@@ -44,6 +45,7 @@ class Platform:
     server_image: ServerImage
     compute: EcsService
     monitoring: Monitoring
+    locks: LockTable  # promotion/rollback and maintenance leases; in every stack
     operations: Operations | None  # scheduled maintenance; None when maintenance.enabled is false
 
     @property
@@ -214,6 +216,21 @@ def build_platform(settings: Settings) -> Platform:
         ),
         opts=with_provider,
     )
+    locks = LockTable(
+        f"{prefix}-locks",
+        LockTableArgs(
+            name_prefix=prefix,
+            # Until this component existed the table was the maintenance component's child; adopt
+            # it from there so `pulumi up` keeps the table (and its leases) instead of replacing it.
+            table_aliases=[
+                pulumi.Alias(
+                    name=f"{prefix}-operations-locks",
+                    parent=pulumi.create_urn(f"{prefix}-operations", "mlflow-stack:operations:Operations"),
+                )
+            ],
+        ),
+        opts=with_provider,
+    )
     operations = None
     if settings.maintenance.enabled:
         operations = Operations(
@@ -243,6 +260,8 @@ def build_platform(settings: Settings) -> Platform:
                     contract.DB_SSLMODE.name: DB_SSLMODE,
                 },
                 log_group_name=settings.log_group_name,
+                lock_table_name=locks.table_name,
+                lock_table_arn=locks.table_arn,
                 settings=settings.maintenance,
                 ecr_repository_arn=ecr_repository_arn,
                 permissions_boundary_arn=settings.permissions_boundary_arn,
@@ -266,6 +285,7 @@ def build_platform(settings: Settings) -> Platform:
         server_image=server_image,
         compute=compute,
         monitoring=monitoring,
+        locks=locks,
         operations=operations,
     )
 
@@ -348,7 +368,9 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("admin_password_secret_arn", platform.secrets.admin_password_secret_arn)
     pulumi.export("image_ref", platform.server_image.image_ref)
     pulumi.export("alarm_topic_arn", platform.monitoring.topic_arn)
+    # `mlflow-stack runs|models ... --stack <stack>` take their leases in this table; the CI role
+    # that runs `models promote|rollback` attaches the policy.
+    pulumi.export("lock_table", platform.locks.table_name)
+    pulumi.export("promotion_lock_policy_arn", platform.locks.promotion_lock_policy_arn)
     if platform.operations is not None:
-        # `mlflow-stack runs|models ... --stack <stack>` take their leases in this table.
-        pulumi.export("lock_table", platform.operations.lock_table_name)
         pulumi.export("maintenance_schedule_name", platform.operations.schedule_name)

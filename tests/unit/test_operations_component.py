@@ -1,4 +1,4 @@
-"""infra/operations.py under Pulumi mocks: the lock table, the maintenance task, its schedule and IAM.
+"""infra/operations.py under Pulumi mocks: the maintenance task, its schedule and IAM.
 
 The IAM documents are checked by parliament (a real third-party IAM linter); the container command
 is parsed by the real `mlflow-stack` argument parser, so the scheduled task cannot drift from the CLI.
@@ -38,6 +38,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/mlflow-team-dev"
 ADMIN_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:mlflow-team-dev/admin-AbCdEf"
 DB_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:mlflow-team-dev/db-AbCdEf"
+LOCK_TABLE = "mlflow-team-dev-locks"
+LOCK_TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{LOCK_TABLE}"
 KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
 ECR_REPO = f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/mlflow-team-dev"
 IMAGE = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/mlflow-team-dev@sha256:{'b' * 64}"
@@ -68,6 +70,8 @@ def make_args(**overrides: Any) -> OperationsArgs:
             "MLFLOW_STACK_DB_SSLMODE": "require",
         },
         "log_group_name": "/mlflow/team-dev/server",
+        "lock_table_name": LOCK_TABLE,
+        "lock_table_arn": LOCK_TABLE_ARN,
         "ecr_repository_arn": ECR_REPO,
         "settings": MaintenanceSettings(
             cleanup_older_than_days=120, reap_stuck_after_hours=36, gc_older_than_days=14
@@ -84,7 +88,7 @@ def run() -> Any:
 
 def _build(args: OperationsArgs) -> dict[str, Any]:
     ops = Operations("ops", args)
-    return {"table": ops.lock_table_name, "task": ops.task_definition_arn, "schedule": ops.schedule_name}
+    return {"task": ops.task_definition_arn, "schedule": ops.schedule_name}
 
 
 def _policy(run: Any, name: str) -> dict[str, Any]:
@@ -189,7 +193,7 @@ def test_execution_role_reads_exactly_the_two_secrets(run: Any) -> None:
 def test_task_role_may_only_hold_the_maintenance_lease(run: Any) -> None:
     (statement,) = _policy(run, "ops-task-policy")["Statement"]
     assert sorted(statement["Action"]) == ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"]
-    assert statement["Resource"].endswith("/mlflow-team-dev-locks")
+    assert statement["Resource"] == LOCK_TABLE_ARN
     assert statement["Condition"] == {
         "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [MAINTENANCE_LOCK_ID]}
     }
@@ -201,18 +205,12 @@ def test_maintenance_lock_id_matches_the_cli() -> None:
     assert MAINTENANCE_LOCK_ID == CLI_LOCK_ID
 
 
-# --- lock table, task, schedule -----------------------------------------------------------------
+# --- task, schedule ----------------------------------------------------------------------------
 
 
-def test_lock_table_matches_the_lock_contract(run: Any) -> None:
-    table = run.one("aws:dynamodb/table:Table").inputs
-    assert table["name"] == "mlflow-team-dev-locks"
-    assert table["billingMode"] == "PAY_PER_REQUEST"
-    assert table["hashKey"] == "lock_id"
-    assert table["attributes"] == [{"name": "lock_id", "type": "S"}]
-    assert table["ttl"] == {"attributeName": "expires_at", "enabled": True}
-    assert table["pointInTimeRecovery"]["enabled"] is True
-    assert table["serverSideEncryption"]["enabled"] is True
+def test_the_component_uses_the_stack_lock_table_and_creates_none(run: Any) -> None:
+    # The table belongs to infra.locks (it exists with maintenance off too); the task only uses it.
+    assert run.of_type("aws:dynamodb/table:Table") == []
 
 
 def test_task_runs_the_cli_with_the_stack_retention(run: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,7 +224,7 @@ def test_task_runs_the_cli_with_the_stack_retention(run: Any, capsys: pytest.Cap
     assert parsed.apply and parsed.json
     assert parsed.url == "https://mlflow.team.example.com"
     assert (parsed.reap_older_than, parsed.cleanup_older_than, parsed.gc_older_than) == ("36h", "120d", "14d")
-    assert parsed.lock_table == "mlflow-team-dev-locks"
+    assert parsed.lock_table == LOCK_TABLE
     task = run.one("aws:ecs/taskDefinition:TaskDefinition").inputs
     assert task["family"] == "mlflow-team-dev-maintenance"
     assert task["requiresCompatibilities"] == ["FARGATE"]
@@ -433,29 +431,6 @@ def test_schedule_is_a_valid_create_schedule(run: Any) -> None:
     shape = _validate("scheduler", "CreateSchedule", params)
     assert params["FlexibleTimeWindow"]["Mode"] in _enum(shape, "FlexibleTimeWindow", "Mode")
     assert "FARGATE" in _enum(shape, "Target", "EcsParameters", "LaunchType")
-
-
-def test_lock_table_is_a_valid_create_table(run: Any) -> None:
-    inputs = run.one("aws:dynamodb/table:Table").inputs
-    params = {
-        "TableName": inputs["name"],
-        "BillingMode": inputs["billingMode"],
-        "KeySchema": [{"AttributeName": inputs["hashKey"], "KeyType": "HASH"}],
-        "AttributeDefinitions": [
-            {"AttributeName": a["name"], "AttributeType": a["type"]} for a in inputs["attributes"]
-        ],
-        "SSESpecification": {"Enabled": inputs["serverSideEncryption"]["enabled"]},
-    }
-    shape = _validate("dynamodb", "CreateTable", params)
-    assert params["BillingMode"] in _enum(shape, "BillingMode")
-    _validate(
-        "dynamodb",
-        "UpdateTimeToLive",
-        {
-            "TableName": inputs["name"],
-            "TimeToLiveSpecification": {"Enabled": True, "AttributeName": inputs["ttl"]["attributeName"]},
-        },
-    )
 
 
 # --- the load balancer's allow-list ---------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Scheduled maintenance in every stack file, through the real program (infra.offline.run_program).
 
-The lock table, the maintenance task, its roles and schedule exist with each stack's settings; what
+The maintenance task, its roles and schedule exist with each stack's settings and use the stack's
+lock table; what
 AWS will be asked (RegisterTaskDefinition, CreateSchedule) passes botocore's own validator; no secret
 reaches plain environment; the load balancer admits the task; the whole graph still passes every
-mandatory rule of the policy pack; `maintenance.enabled: false` creates none of it.
+mandatory rule of the policy pack; `maintenance.enabled: false` creates none of it (the lock table
+stays: tests/unit/test_locks_component.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ TABLE = "aws:dynamodb/table:Table"
 SCHEDULE = "aws:scheduler/schedule:Schedule"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
 ROLE = "aws:iam/role:Role"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 OPERATIONS = "mlflow-stack:operations:Operations"
 
@@ -77,12 +80,16 @@ def _parsed_command(container: Mapping[str, Any]) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_lock_table_task_roles_and_schedule_exist(stack_graph: GraphFor, stack: str) -> None:
+def test_task_roles_and_schedule_exist_and_use_the_stack_lock_table(
+    stack_graph: GraphFor, stack: str
+) -> None:
     graph = stack_graph(stack)
     prefix, ops = _prefix(graph), _ops(graph)
-    table = graph.one(TABLE, parent=ops)
-    assert table.get("name") == f"{prefix}-locks" == graph.outputs["lock_table"]
-    assert table.get("billingMode") == "PAY_PER_REQUEST"
+    assert graph.of_type(TABLE, parent=ops) == []
+    assert graph.one(TABLE).get("name") == f"{prefix}-locks" == graph.outputs["lock_table"]
+    [lease] = [p for p in graph.of_type(POLICY, parent=ops) if p.name == f"{ops}-task-policy"]
+    [statement] = json.loads(lease.get("policy"))["Statement"]
+    assert statement["Resource"].endswith(f":table/{prefix}-locks")
     roles = {r.get("name") for r in graph.of_type(ROLE, parent=ops)}
     assert roles == {f"{prefix}-maint-execution", f"{prefix}-maint-task", f"{prefix}-maint-scheduler"}
     assert graph.one(SCHEDULE, parent=ops).get("name") == graph.outputs["maintenance_schedule_name"]
@@ -369,10 +376,12 @@ def test_disabled_maintenance_creates_none_of_it() -> None:
     assert not [
         r for r in graph.resources if r.type == OPERATIONS or r.parent_name == "mlflow-prod-operations"
     ]
-    assert graph.of_type(TABLE) == [] and graph.of_type(SCHEDULE) == []
+    assert graph.of_type(SCHEDULE) == []
     assert [t.name for t in graph.of_type(TASK)] == ["mlflow-prod-compute-task"]
     assert not any("maint" in (r.get("name") or "") for r in graph.of_type(ROLE))
-    assert "lock_table" not in graph.outputs and "maintenance_schedule_name" not in graph.outputs
+    assert "maintenance_schedule_name" not in graph.outputs
+    # Promotion still has its lock table (tests/unit/test_locks_component.py checks it in full).
+    assert graph.one(TABLE).get("name") == graph.outputs["lock_table"] == "mlflow-prod-locks"
     # The load balancer keeps only its clients' allow-list.
     edge_cidrs = {r.get("cidrIpv4") for r in graph.of_type(INGRESS) if r.get("cidrIpv4")}
     assert edge_cidrs == {"10.0.0.0/8", "203.0.113.0/24"}
