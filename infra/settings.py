@@ -37,6 +37,12 @@ ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
 # both `_engine_map`), and basic-auth opens a third for its users/permissions DB
 # (mlflow/server/auth/sqlalchemy_store.py). Checked in MLflow 3.17.
 ENGINES_PER_WORKER = 3
+# Connections the replica's main process (the entrypoint, which runs MLflow's `server` command)
+# keeps open besides its workers: MLflow initialises the tracking/registry stores and the auth
+# store there before starting uvicorn, and their pools keep one connection each to both
+# databases. Measured on the local stack (pg_stat_activity by client process): 2 to the tracking
+# DB and 2 to the auth DB, constant under load, since that process serves no requests.
+MAIN_PROCESS_CONNECTIONS_PER_REPLICA = 4
 # RDS PostgreSQL default: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
 RDS_CONNECTION_MEMORY_BYTES = 9531392
 RDS_MAX_CONNECTIONS_CAP = 5000
@@ -579,13 +585,7 @@ class Settings(_Section):
     @property
     def max_db_connections_used(self) -> int:
         """Connections the server can open at full scale-out."""
-        server = self.server
-        return (
-            server.max_replicas
-            * server.workers
-            * ENGINES_PER_WORKER
-            * (server.db_pool_size + server.db_max_overflow)
-        )
+        return connections_at_full_scale(self.server)
 
 
 class SettingsError(RunError, ValueError):
@@ -805,11 +805,16 @@ def _check_tags(tags: dict[str, str], problems: list[str]) -> None:
 CrossCheck = Callable[[dict[str, Any]], list[str]]
 
 
+def connections_at_full_scale(server: ServerSettings) -> int:
+    """PostgreSQL connections the server can hold at maxReplicas, every pool full."""
+    per_worker = ENGINES_PER_WORKER * (server.db_pool_size + server.db_max_overflow)
+    return server.max_replicas * (server.workers * per_worker + MAIN_PROCESS_CONNECTIONS_PER_REPLICA)
+
+
 def _connection_budget(ctx: dict[str, Any]) -> list[str]:
     server: ServerSettings = ctx["server"]
     database: DatabaseSettings = ctx["database"]
-    per_engine = server.db_pool_size + server.db_max_overflow
-    used = server.max_replicas * server.workers * ENGINES_PER_WORKER * per_engine
+    used = connections_at_full_scale(server)
     budget = int(database.max_connections * CONNECTION_BUDGET_FRACTION)
     if used <= budget:
         return []
@@ -817,9 +822,10 @@ def _connection_budget(ctx: dict[str, Any]) -> list[str]:
         _problem(
             "server.maxReplicas",
             f"at full scale the server can open {used} PostgreSQL connections "
-            f"(maxReplicas {server.max_replicas} x workers {server.workers} x {ENGINES_PER_WORKER} engines "
+            f"(maxReplicas {server.max_replicas} x (workers {server.workers} x {ENGINES_PER_WORKER} engines "
             f"(tracking, registry, auth) x (dbPoolSize {server.db_pool_size} + dbMaxOverflow "
-            f"{server.db_max_overflow})), over {int(CONNECTION_BUDGET_FRACTION * 100)}% of "
+            f"{server.db_max_overflow}) + {MAIN_PROCESS_CONNECTIONS_PER_REPLICA} held by the replica's main "
+            "process)), over {int(CONNECTION_BUDGET_FRACTION * 100)}% of "
             f"{database.instance_class}'s max_connections {database.max_connections} ({budget})",
             "lower server.maxReplicas, server.workers, server.dbPoolSize or server.dbMaxOverflow, "
             "or choose a larger database.instanceClass",
