@@ -220,14 +220,7 @@ def build_platform(settings: Settings) -> Platform:
         f"{prefix}-locks",
         LockTableArgs(
             name_prefix=prefix,
-            # Until this component existed the table was the maintenance component's child; adopt
-            # it from there so `pulumi up` keeps the table (and its leases) instead of replacing it.
-            table_aliases=[
-                pulumi.Alias(
-                    name=f"{prefix}-operations-locks",
-                    parent=pulumi.create_urn(f"{prefix}-operations", "mlflow-stack:operations:Operations"),
-                )
-            ],
+            table_aliases=[lock_table_previous_address(prefix)],
         ),
         opts=with_provider,
     )
@@ -287,6 +280,16 @@ def build_platform(settings: Settings) -> Platform:
         monitoring=monitoring,
         locks=locks,
         operations=operations,
+    )
+
+
+def lock_table_previous_address(prefix: str) -> pulumi.Alias:
+    """Where stacks deployed before infra/locks.py have their lock table: a child of the maintenance
+    component. Adopting it from there keeps the table (and any live lease) on `pulumi up`, where a
+    replacement would fail to create a second table with the same name."""
+    operations = f"{prefix}-operations"
+    return pulumi.Alias(
+        name=f"{operations}-locks", parent=pulumi.create_urn(operations, "mlflow-stack:operations:Operations")
     )
 
 
