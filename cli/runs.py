@@ -181,7 +181,15 @@ def make_lock(args: argparse.Namespace, target: Target, lock_id: str) -> Any:
         raise UsageError("--wait must not be negative")
     endpoint = args.aws_endpoint_url or target.aws_endpoint_url
     client = dynamodb_client(endpoint, target.aws_region, target.aws_credentials if endpoint else None)
-    table = args.lock_table or target.lock_table or DEFAULT_LOCK_TABLE
+    table = args.lock_table or target.lock_table
+    if table is None and getattr(args, "stack", None):
+        # A deployed stack always exports its table; guessing a name here would take a lock in a
+        # table no other pipeline uses, which is no lock at all.
+        raise UsageError(
+            f"stack {args.stack} exports no lock_table output: run `pulumi up` with the current kit "
+            "(every stack creates its lock table), or name the table with --lock-table"
+        )
+    table = table or DEFAULT_LOCK_TABLE
     return DynamoLock(client, table, lock_id, ttl_seconds=args.lock_ttl)
 
 

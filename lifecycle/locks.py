@@ -7,7 +7,7 @@ so a pipeline killed mid-promotion cannot block the model forever; the same attr
 table's TTL attribute, so stale items are also swept by DynamoDB. Release is conditional on the
 owner token, so a holder whose lease already expired can never delete a successor's lock.
 
-Table contract (created by infra/operations.py and by the local stack):
+Table contract (created by infra/locks.py in every stack, and by the local stack):
 partition key `lock_id` (S), TTL attribute `expires_at` (N, epoch seconds).
 """
 

@@ -119,3 +119,32 @@ def test_models_cli_takes_its_lock_in_the_stack_table(
     lock = make_lock(args, target, model_lock_id(args.name))
     assert lock.table == outputs["lock_table"] == "mlflow-search-prod-locks"
     assert lock.client.meta.region_name == outputs["region"]
+
+
+def test_models_cli_refuses_a_stack_without_a_lock_table(
+    stack_graph: GraphFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack deployed before every stack had a lock table: no silent fallback to a guessed name."""
+    import argparse
+
+    import cli.models
+    from cli.runs import UsageError, make_lock, resolve_target
+    from lifecycle import credentials
+    from lifecycle.locks import model_lock_id
+
+    outputs = json.loads(json.dumps(stack_graph("search-prod").outputs, default=str))
+    outputs.pop("lock_table")
+    monkeypatch.setattr(credentials.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(credentials, "_run_json", lambda command, what, cwd=None: dict(outputs))
+    monkeypatch.setattr(
+        credentials, "read_admin_password", lambda arn, region, stack="": "unused-in-this-test"
+    )
+    parser = argparse.ArgumentParser()
+    cli.models.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["models", "promote", "--stack", "search-prod", "--reason", "test", "churn"])
+    with pytest.raises(UsageError, match=r"exports no lock_table output.*--lock-table"):
+        make_lock(args, resolve_target(args), model_lock_id(args.name))
+    named = parser.parse_args(
+        ["models", "promote", "--stack", "search-prod", "--lock-table", "t1", "--reason", "x", "churn"]
+    )
+    assert make_lock(named, resolve_target(named), model_lock_id(named.name)).table == "t1"
