@@ -120,6 +120,9 @@ def server_environment(settings: ServerSettings, auth_config_path: str) -> dict[
         # A production tracking server does not report usage to a third party; it also keeps the
         # exit-time telemetry flush from delaying a replica's shutdown (ECS stopTimeout, `local down`).
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # MLflow's default silently truncates a param value over 6000 (tag: 8000) characters and
+        # answers 200; a caller must learn that what it logged is not what was stored (400).
+        "MLFLOW_TRUNCATE_LONG_VALUES": "false",
     }
 
 

@@ -70,6 +70,9 @@ def serve(app_name: str) -> int:
     _logger.info("starting: mlflow %s", " ".join(redacted(arguments, settings)))
     from mlflow.cli import cli
 
+    from server.app import use_kit_app
+
+    use_kit_app()
     # Standalone mode: click reports usage errors the way `mlflow server` does and exits with
     # the server's status, so this call only returns through SystemExit.
     cli.main(args=arguments, prog_name="mlflow", standalone_mode=True)
