@@ -825,7 +825,7 @@ def _connection_budget(ctx: dict[str, Any]) -> list[str]:
             f"(maxReplicas {server.max_replicas} x (workers {server.workers} x {ENGINES_PER_WORKER} engines "
             f"(tracking, registry, auth) x (dbPoolSize {server.db_pool_size} + dbMaxOverflow "
             f"{server.db_max_overflow}) + {MAIN_PROCESS_CONNECTIONS_PER_REPLICA} held by the replica's main "
-            "process)), over {int(CONNECTION_BUDGET_FRACTION * 100)}% of "
+            f"process)), over {int(CONNECTION_BUDGET_FRACTION * 100)}% of "
             f"{database.instance_class}'s max_connections {database.max_connections} ({budget})",
             "lower server.maxReplicas, server.workers, server.dbPoolSize or server.dbMaxOverflow, "
             "or choose a larger database.instanceClass",
