@@ -106,9 +106,13 @@ def execution_policy(
     secrets_kms_key_arn: str,
     region: str,
     ecr_repository_arn: str | None,
+    log_stream_prefix: str = "",
 ) -> str:
+    """What ECS needs to start a task of the server image: pull it, write its log streams (those
+    under `log_stream_prefix` only), read exactly `secret_arns`. The server and the maintenance
+    task each get their own role with this shape."""
     statements: list[dict[str, Any]] = []
-    if ecr_repository_arn is not None:
+    if ecr_repository_arn:
         statements += [
             {
                 # GetAuthorizationToken is account-wide; AWS accepts no narrower resource for it.
@@ -130,19 +134,19 @@ def execution_policy(
         ]
     statements += [
         {
-            "Sid": "WriteServerLogs",
+            "Sid": "WriteLogs",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:{log_stream_prefix}*"],
         },
         {
-            "Sid": "ReadStackSecrets",
+            "Sid": "ReadSecrets",
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],
             "Resource": sorted(secret_arns),
         },
         {
-            "Sid": "DecryptStackSecrets",
+            "Sid": "DecryptSecrets",
             "Effect": "Allow",
             "Action": ["kms:Decrypt"],
             "Resource": secrets_kms_key_arn,

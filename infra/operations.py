@@ -29,6 +29,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.compute.spec import CPU_ARCHITECTURE, RUN_AS_USER, SCRATCH_PATH
+from infra.identity import execution_policy, log_group_arn
 from infra.settings import MaintenanceSettings
 from infra.tags import child_opts
 from server import contract
@@ -208,59 +209,6 @@ def trust_policy(service: str, account_id: str) -> str:
     )
 
 
-def execution_policy(
-    *,
-    log_group_arn: str,
-    secret_arns: list[str],
-    secrets_kms_key_arn: str,
-    region: str,
-    ecr_repository_arn: str | None,
-) -> str:
-    statements: list[dict[str, Any]] = []
-    if ecr_repository_arn:
-        statements += [
-            {
-                # GetAuthorizationToken is account-wide; AWS accepts no narrower resource for it.
-                "Sid": "EcrLogin",
-                "Effect": "Allow",
-                "Action": ["ecr:GetAuthorizationToken"],
-                "Resource": "*",
-            },
-            {
-                "Sid": "PullServerImage",
-                "Effect": "Allow",
-                "Action": [
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:GetDownloadUrlForLayer",
-                    "ecr:BatchGetImage",
-                ],
-                "Resource": ecr_repository_arn,
-            },
-        ]
-    statements += [
-        {
-            "Sid": "WriteMaintenanceLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:maintenance/*"],
-        },
-        {
-            "Sid": "ReadMaintenanceSecrets",
-            "Effect": "Allow",
-            "Action": ["secretsmanager:GetSecretValue"],
-            "Resource": sorted(secret_arns),
-        },
-        {
-            "Sid": "DecryptMaintenanceSecrets",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt"],
-            "Resource": secrets_kms_key_arn,
-            "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
-        },
-    ]
-    return _document(statements)
-
-
 def task_policy(lock_table_arn: str) -> str:
     """The maintenance lease: one item in the lock table, conditional writes only."""
     return _document(
@@ -308,10 +256,6 @@ def role_arn(partition: str, account_id: str, name: str) -> str:
     return f"arn:{partition}:iam::{account_id}:role/{name}"
 
 
-def log_group_arn(partition: str, region: str, account_id: str, name: str) -> str:
-    return f"arn:{partition}:logs:{region}:{account_id}:log-group:{name}"
-
-
 # --- the component ---------------------------------------------------------------------------
 
 
@@ -352,6 +296,7 @@ class Operations(pulumi.ComponentResource):
                     ecr_repository_arn=v[3],
                     secret_arns=[v[4], v[5]],
                     region=args.region,
+                    log_stream_prefix="maintenance/",
                 )
             ),
             opts=child,

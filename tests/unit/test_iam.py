@@ -121,12 +121,12 @@ def test_execution_role_reads_only_its_secrets_logs_and_image(stack_graph):
         graph.outputs[key]
         for key in ("db_password_secret_arn", "admin_password_secret_arn", "flask_secret_key_secret_arn")
     )
-    assert policy["ReadStackSecrets"]["Resource"] == secret_arns
-    assert policy["ReadStackSecrets"]["Action"] == ["secretsmanager:GetSecretValue"]
+    assert policy["ReadSecrets"]["Resource"] == secret_arns
+    assert policy["ReadSecrets"]["Action"] == ["secretsmanager:GetSecretValue"]
     secrets_key = graph.named("mlflow-dev-secrets-kms")
-    assert policy["DecryptStackSecrets"]["Resource"].endswith(f"key/{secrets_key.id}")
+    assert policy["DecryptSecrets"]["Resource"].endswith(f"key/{secrets_key.id}")
     log_group = f"arn:aws:logs:us-east-1:123456789012:log-group:{graph.outputs['log_group_name']}"
-    assert policy["WriteServerLogs"]["Resource"] == [log_group, f"{log_group}:log-stream:*"]
+    assert policy["WriteLogs"]["Resource"] == [log_group, f"{log_group}:log-stream:*"]
     # The image is built into this stack's repository: pull from that one repository only.
     assert (
         policy["PullServerImage"]["Resource"]
@@ -217,7 +217,7 @@ def test_execution_role_names_the_repository_and_log_group_that_exist(stack_grap
     policy = {statement["Sid"]: statement for statement in role_policy(graph, "execution")}
     log_groups = {r.get("name") for r in graph.of_type("aws:cloudwatch/logGroup:LogGroup")}
     assert graph.outputs["log_group_name"] in log_groups
-    assert policy["WriteServerLogs"]["Resource"][0].endswith(f":log-group:{graph.outputs['log_group_name']}")
+    assert policy["WriteLogs"]["Resource"][0].endswith(f":log-group:{graph.outputs['log_group_name']}")
     repositories = [r.get("name") for r in graph.of_type("aws:ecr/repository:Repository")]
     if repositories:  # the image is built by this stack
         assert policy["PullServerImage"]["Resource"].endswith(f":repository/{repositories[0]}")

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from edge_harness import ACCOUNT_ID, REGION, run_components
 
+from infra.identity import execution_policy
 from infra.operations import (
     MAINTENANCE_LOCK_ID,
     Operations,
     OperationsArgs,
     OperationsConfigError,
-    execution_policy,
     scheduler_policy,
     task_policy,
 )
@@ -186,8 +186,10 @@ def test_roles_trust_only_their_service_in_this_account(run: Any) -> None:
 
 def test_execution_role_reads_exactly_the_two_secrets(run: Any) -> None:
     statements = {s["Sid"]: s for s in _policy(run, "ops-execution-policy")["Statement"]}
-    assert statements["ReadMaintenanceSecrets"]["Resource"] == sorted([ADMIN_SECRET, DB_SECRET])
+    assert statements["ReadSecrets"]["Resource"] == sorted([ADMIN_SECRET, DB_SECRET])
     assert statements["PullServerImage"]["Resource"] == ECR_REPO
+    # Its own log streams only: the server's streams in the same group are not its to write.
+    assert statements["WriteLogs"]["Resource"][1].endswith(":log-stream:maintenance/*")
 
 
 def test_task_role_may_only_hold_the_maintenance_lease(run: Any) -> None:
