@@ -14,9 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
+from bench.bench_cleanup import RunSpec, seed_runs
 from cli.runs import Target, gc_backend_store_uri
 from lifecycle.client import Connection, MlflowApiError
 from lifecycle.gc import collect_garbage
@@ -49,40 +48,6 @@ def conn(local_stack: Any) -> Iterator[Connection]:
 @pytest.fixture(scope="module")
 def dynamodb(local_stack: Any) -> Any:
     return dynamodb_client(local_stack.s3_endpoint_url, credentials=dict(s3_emulator.DUMMY_CREDENTIALS))
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run to create: its age, final status (None: leave RUNNING) and tags."""
-
-    age_days: float
-    status: str | None = "FINISHED"
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-def seed_runs(
-    conn: Connection, experiment_id: str, specs: Iterable[RunSpec], concurrency: int = 12
-) -> list[str]:
-    """Create runs through the load balancer, 12 in flight; ids in spec order.
-
-    Two calls per run: the REST API has no batch create, and create_run takes a start time but no
-    status. (bench/bench_cleanup.py seeds the same way; bench/ is not an importable package.)
-    """
-    now_ms = int(time.time() * 1000)
-
-    def create(spec: RunSpec) -> str:
-        start = now_ms - int(spec.age_days * 86_400_000)
-        body: dict[str, Any] = {"experiment_id": experiment_id, "start_time": start}
-        if spec.tags:
-            body["tags"] = [{"key": k, "value": v} for k, v in spec.tags.items()]
-        run_id = str(conn.call("POST", "runs/create", json=body)["run"]["info"]["run_id"])
-        if spec.status is not None:
-            update = {"run_id": run_id, "status": spec.status, "end_time": start + 60_000}
-            conn.call("POST", "runs/update", json=update)
-        return run_id
-
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(create, specs))
 
 
 def uid() -> str:
