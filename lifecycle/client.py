@@ -53,6 +53,11 @@ MLFLOW_CLIENT_ENV_VARS = (
     "MLFLOW_TRACKING_CLIENT_CERT_PATH",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    # Which experiment/run the fluent API acts on: set for another server (or by a CI job), they
+    # would point this block's `mlflow.start_run` at the wrong experiment or run.
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
 )
 
 
@@ -338,13 +343,18 @@ class Connection:
         afterwards. Process-wide state: do not use from several threads at once.
         """
         import mlflow
+        from mlflow.tracking import fluent
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
         saved_env = {name: os.environ.get(name) for name in MLFLOW_CLIENT_ENV_VARS}
         saved_tracking_uri = tracking_utils._tracking_uri
         saved_registry_uri = registry_utils._registry_uri
+        # `mlflow.set_experiment` elsewhere in this process (another server, a notebook) leaves a
+        # process-global active experiment; `start_run(run_id=...)` refuses a run outside it.
+        saved_experiment_id = fluent._active_experiment_id
         try:
+            fluent._active_experiment_id = None
             for name in MLFLOW_CLIENT_ENV_VARS:
                 os.environ.pop(name, None)
             os.environ["MLFLOW_TRACKING_USERNAME"] = self.username
@@ -359,6 +369,7 @@ class Connection:
             mlflow.set_registry_uri(self.url)
             yield
         finally:
+            fluent._active_experiment_id = saved_experiment_id
             mlflow.set_tracking_uri(saved_tracking_uri)
             mlflow.set_registry_uri(saved_registry_uri)
             for name, value in saved_env.items():

@@ -269,6 +269,23 @@ def test_mlflow_client_env_points_the_client_at_the_server_and_restores_everythi
     assert mlflow.get_tracking_uri() == before_uri
 
 
+def test_mlflow_client_env_ignores_and_restores_another_servers_active_experiment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mlflow.set_experiment` earlier in the process (another server, a notebook, a test) must not
+    steer this block's `start_run(run_id=...)`, which refuses a run outside the active experiment."""
+    from mlflow.tracking import fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", "42")
+    monkeypatch.setenv("MLFLOW_RUN_ID", "run-of-another-job")
+    conn = Connection("https://mlflow.example.com", "admin", SENTINEL_PASSWORD)
+    with conn.mlflow_client_env():
+        assert fluent._active_experiment_id is None
+        assert "MLFLOW_RUN_ID" not in os.environ
+    assert fluent._active_experiment_id == "42"
+    assert os.environ["MLFLOW_RUN_ID"] == "run-of-another-job"
+
+
 def test_mlflow_client_env_restores_after_an_error() -> None:
     conn = Connection("https://mlflow.example.com", "admin", SENTINEL_PASSWORD)
     with pytest.raises(RuntimeError), conn.mlflow_client_env():
