@@ -345,14 +345,22 @@ class LocalStack:
                 c.ADMIN_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.admin_password),
                 c.FLASK_SECRET_KEY.name + c.FILE_SUFFIX: str(self.secrets.flask_secret_key),
                 "PYTHONUNBUFFERED": "1",
+                # The entrypoint's private auth config (admin password, auth DB URI) and MLflow's
+                # upload spool live in the state dir, not the shared /tmp: `down --purge` takes them.
+                "TMPDIR": str(self.replica_tmp_dir),
             }
         )
         return env
+
+    @property
+    def replica_tmp_dir(self) -> Path:
+        return self.state_dir / "tmp"
 
     def _start(self, state: _State) -> None:
         self.secrets.ensure()
         superuser_password = self.secrets.postgres_superuser_password.read_text(encoding="utf-8")
         private_dir(self._logs)
+        private_dir(self.replica_tmp_dir)
         self._caddy_dir.mkdir(exist_ok=True)
 
         postgres = LocalPostgres(self.state_dir / "postgres", state.ports.postgres)

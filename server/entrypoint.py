@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from server import contract
-from server.settings import SettingsError, load_settings
+from server.settings import ServerSettings, SettingsError, load_settings
 
 _logger = logging.getLogger("mlflow_stack.server")
 EXIT_BAD_SETTINGS = 2
@@ -54,10 +56,20 @@ def serve(app_name: str) -> int:
     # Imported after validation: these pull in psycopg (and later MLflow), which a bad setting
     # should not have to wait for.
     from server.auth_config import write_auth_config
+
+    auth_config_path = write_auth_config(settings)
+    try:
+        return _prepare_and_run(settings, app_name, auth_config_path)
+    finally:
+        # The config holds the admin password and the auth DB URI. Workers (and uvicorn's restarts
+        # of them) read it while the server runs, so it goes only once the server has stopped.
+        shutil.rmtree(auth_config_path.parent, ignore_errors=True)
+
+
+def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: Path) -> int:
     from server.command import redacted, server_arguments, server_environment
     from server.database import DatabaseUnavailable, prepare_databases
 
-    auth_config_path = write_auth_config(settings)
     os.environ.update(server_environment(settings, str(auth_config_path)))
     _drop_secret_variables()
     try:

@@ -124,6 +124,10 @@ def test_lifecycle(stack: LocalStack) -> None:
     assert set(stopped) == {"postgres", "s3-emulator", "replica-2", "caddy"}  # replica-1 was already dead
     assert [pid for pid, started in before if _alive(pid, started)] == []
     assert not stack.status().running
+    # A replica removes its auth config (admin password, auth DB URI) when it stops; only the one
+    # killed outright above (SIGKILL runs no cleanup) left its config, inside the state dir.
+    leftover = list(stack.replica_tmp_dir.glob("mlflow-stack-auth-*"))
+    assert len(leftover) == 1, leftover
 
     # Data is kept: the experiment (PostgreSQL) and its artifact (S3 emulator) survive down + up.
     restarted = stack.up()
