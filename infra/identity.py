@@ -156,6 +156,53 @@ def execution_policy(
     return _document(statements)
 
 
+def create_execution_role(
+    name: str,
+    *,
+    role_name: str,
+    description: str,
+    trust: pulumi.Input[str],
+    permissions_boundary_arn: str | None,
+    partition: pulumi.Input[str],
+    account_id: pulumi.Input[str],
+    region: str,
+    log_group_name: str,
+    secret_arns: list[pulumi.Input[str]],
+    secrets_kms_key_arn: pulumi.Input[str],
+    ecr_repository_arn: pulumi.Input[str] | None,
+    opts: pulumi.ResourceOptions,
+    log_stream_prefix: str = "",
+) -> aws.iam.Role:
+    """An ECS task execution role (`<name>-execution-role`) with its `execution_policy`; the server
+    and the maintenance task each get one, scoped to their own secrets and log streams."""
+    role = aws.iam.Role(
+        f"{name}-execution-role",
+        name=role_name,
+        description=description,
+        assume_role_policy=trust,
+        permissions_boundary=permissions_boundary_arn,
+        opts=opts,
+    )
+    aws.iam.RolePolicy(
+        f"{name}-execution-policy",
+        role=role.id,
+        policy=pulumi.Output.all(
+            partition, account_id, secrets_kms_key_arn, ecr_repository_arn, *secret_arns
+        ).apply(
+            lambda values: execution_policy(
+                log_group_arn=log_group_arn(values[0], region, values[1], log_group_name),
+                secrets_kms_key_arn=values[2],
+                ecr_repository_arn=values[3],
+                secret_arns=list(values[4:]),
+                region=region,
+                log_stream_prefix=log_stream_prefix,
+            )
+        ),
+        opts=opts,
+    )
+    return role
+
+
 def log_group_arn(partition: str, region: str, account_id: str, log_group_name: str) -> str:
     return f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}"
 
@@ -191,32 +238,19 @@ class Identity(pulumi.ComponentResource):
             opts=child_opts(self),
         )
 
-        execution_role = aws.iam.Role(
-            f"{name}-execution-role",
-            name=f"{args.role_name_prefix}-server-execution",
+        execution_role = create_execution_role(
+            name,
+            role_name=f"{args.role_name_prefix}-server-execution",
             description="ECS starting the MLflow server: image pull, its log group, its secrets",
-            assume_role_policy=trust,
-            permissions_boundary=args.permissions_boundary_arn,
-            opts=child_opts(self),
-        )
-        aws.iam.RolePolicy(
-            f"{name}-execution-policy",
-            role=execution_role.id,
-            policy=pulumi.Output.all(
-                args.partition,
-                args.account_id,
-                args.secrets_kms_key_arn,
-                args.ecr_repository_arn,
-                *args.secret_arns,
-            ).apply(
-                lambda values: execution_policy(
-                    log_group_arn=log_group_arn(values[0], args.region, values[1], args.log_group_name),
-                    secrets_kms_key_arn=values[2],
-                    ecr_repository_arn=values[3],
-                    secret_arns=list(values[4:]),
-                    region=args.region,
-                )
-            ),
+            trust=trust,
+            permissions_boundary_arn=args.permissions_boundary_arn,
+            partition=args.partition,
+            account_id=args.account_id,
+            region=args.region,
+            log_group_name=args.log_group_name,
+            secret_arns=list(args.secret_arns),
+            secrets_kms_key_arn=args.secrets_kms_key_arn,
+            ecr_repository_arn=args.ecr_repository_arn,
             opts=child_opts(self),
         )
         self.runtime_role_arn = runtime_role.arn

@@ -29,7 +29,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.compute.spec import CPU_ARCHITECTURE, RUN_AS_USER, SCRATCH_PATH
-from infra.identity import execution_policy, log_group_arn
+from infra.identity import create_execution_role
 from infra.settings import MaintenanceSettings
 from infra.tags import child_opts
 from server import contract
@@ -271,35 +271,21 @@ class Operations(pulumi.ComponentResource):
         ecs_trust = pulumi.Output.from_input(args.account_id).apply(
             lambda account: trust_policy("ecs-tasks.amazonaws.com", account)
         )
-        execution_role = aws.iam.Role(
-            f"{name}-execution-role",
-            name=f"{args.name_prefix}-maint-execution",
+        execution_role = create_execution_role(
+            name,
+            role_name=f"{args.name_prefix}-maint-execution",
             description="ECS starting the maintenance task: image pull, its log stream, its two secrets",
-            assume_role_policy=ecs_trust,
-            permissions_boundary=args.permissions_boundary_arn,
+            trust=ecs_trust,
+            permissions_boundary_arn=args.permissions_boundary_arn,
+            partition=args.partition,
+            account_id=args.account_id,
+            region=args.region,
+            log_group_name=args.log_group_name,
+            secret_arns=[args.admin_password_secret_arn, args.db_password_secret_arn],
+            secrets_kms_key_arn=args.secrets_kms_key_arn,
+            ecr_repository_arn=args.ecr_repository_arn,
             opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-execution-policy",
-            role=execution_role.id,
-            policy=pulumi.Output.all(
-                args.partition,
-                args.account_id,
-                args.secrets_kms_key_arn,
-                args.ecr_repository_arn,
-                args.admin_password_secret_arn,
-                args.db_password_secret_arn,
-            ).apply(
-                lambda v: execution_policy(
-                    log_group_arn=log_group_arn(v[0], args.region, v[1], args.log_group_name),
-                    secrets_kms_key_arn=v[2],
-                    ecr_repository_arn=v[3],
-                    secret_arns=[v[4], v[5]],
-                    region=args.region,
-                    log_stream_prefix="maintenance/",
-                )
-            ),
-            opts=child,
+            log_stream_prefix="maintenance/",
         )
         task_role = aws.iam.Role(
             f"{name}-task-role",
