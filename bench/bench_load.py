@@ -32,12 +32,13 @@ from pathlib import Path
 import psutil
 
 from bench import report
-from bench.servers import Server, bench_environment, free_port
+from bench.servers import TUNING_STACK, Server, bench_environment, free_port, stack_tuning
 from bench.traffic import ClientLog, Sample, Stats, TrackingClient, in_window, run_clients
 from local.processes import ProcessRecord, find_process
 from server import contract
 
 BENCH_USER = "bench-user"
+ABLATION_LABEL = report.ABLATION_LABEL
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="LABEL:NAME=VALUE,...",
-        help="a kit row with explicit settings (repeatable); default: one row with the kit's defaults",
+        help="a kit row with explicit settings (repeatable); default: the replica "
+        f"stacks/Pulumi.{TUNING_STACK}.yaml deploys, with and without the hot paths",
     )
     parser.add_argument("--no-stock", action="store_true", help="skip the two stock baselines")
     parser.add_argument(
@@ -242,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients 1..64, --rounds 1..10 and --seconds 1..600")
     if not shutil.which("taskset"):
         parser.error("taskset (util-linux) is needed to pin every server to the same CPUs")
-    variants = [_parse_variant(v) for v in args.kit_variant] or [("kit", {})]
+    # By default the replica stacks/Pulumi.<TUNING_STACK>.yaml deploys (2 vCPU), and the same with
+    # the hot paths off (an ablation: what server/hot_paths.py is worth, measured in the same run).
+    tuning = stack_tuning()
+    variants = [_parse_variant(v) for v in args.kit_variant] or [
+        ("kit", tuning),
+        (ABLATION_LABEL, {**tuning, contract.HOT_PATHS.name: "false"}),
+    ]
 
     load_before = os.getloadavg()
     started = time.time()

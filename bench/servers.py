@@ -42,6 +42,22 @@ KINDS = ("stock-auth", "stock-noauth", "kit")
 START_TIMEOUT_SECONDS = 240.0
 
 
+# The stack file whose replica the default kit rows run: a 2-vCPU task, like the pinned CPU set.
+TUNING_STACK = "prod"
+
+
+def stack_tuning(stack: str = TUNING_STACK) -> dict[str, str]:
+    """The replica settings (workers, pools, keep-alive, caches) a stack file deploys, as env."""
+    from infra.compute.spec import tuning_environment
+    from infra.offline import load_stack_config
+    from infra.settings import CONFIG_NAMESPACE, build_settings
+
+    config = load_stack_config(stack, REPO_ROOT / "stacks")
+    prefix = CONFIG_NAMESPACE + ":"
+    raw = {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
+    return tuning_environment(build_settings(stack, config.get("aws:region"), raw).server)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -214,7 +230,14 @@ class BenchEnvironment:
         port = free_port()
         env = self.kit_environment(label, port, overrides)
         admin = (ADMIN_USERNAME, Path(env[c.ADMIN_PASSWORD.name + c.FILE_SUFFIX]).read_text(encoding="utf-8"))
-        tuned = (c.WORKERS, c.AUTH_CACHE_TTL_SECONDS, c.DB_POOL_SIZE, c.DB_MAX_OVERFLOW, c.KEEPALIVE_SECONDS)
+        tuned = (
+            c.WORKERS,
+            c.AUTH_CACHE_TTL_SECONDS,
+            c.DB_POOL_SIZE,
+            c.DB_MAX_OVERFLOW,
+            c.KEEPALIVE_SECONDS,
+            c.HOT_PATHS,
+        )
         settings = {s.name: env.get(s.name, f"{s.default} (default)") for s in tuned}
         argv = [sys.executable, "-m", "server.entrypoint", *c.COMMAND]
         return self._launch(label, "kit", port, argv, env, admin, settings)

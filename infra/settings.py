@@ -258,6 +258,11 @@ class ServerSettings(_Section):
     )
     auth_cache_ttl_seconds: int = Field(60, ge=0, description="basic-auth credential cache TTL (0 off)")
     admin_username: str = Field("admin", description="basic-auth admin user name")
+    hot_paths: bool = Field(
+        True,
+        description="the kit's CPU savings on MLflow's request hot paths (server/hot_paths.py); "
+        "false is an escape hatch",
+    )
     log_retention_days: int = Field(14, description="CloudWatch Logs retention of server logs")
     health_check_grace_seconds: int = Field(120, ge=0, description="ignore health checks after start")
 

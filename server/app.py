@@ -15,6 +15,7 @@ Measured on MLflow 3.17.2 by tests/reliability/, each answered with a 500 withou
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 KIT_APP = "server.app:create_app"
@@ -87,6 +88,12 @@ async def _artifact_store_unavailable_asgi(_request: Any, error: Exception) -> A
 def create_app() -> Any:
     """uvicorn's app factory in every worker: guards first, then MLflow's basic-auth app."""
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from server import contract, hot_paths
+
+    # Before anything creates a store: the session-maker change applies when a store is built.
+    if os.environ.get(contract.HOT_PATHS.name, contract.HOT_PATHS.default) == "true":
+        hot_paths.install()
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
 

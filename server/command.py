@@ -109,6 +109,8 @@ def server_environment(settings: ServerSettings, auth_config_path: str) -> dict[
         "MLFLOW_AUTH_CONFIG_PATH": auth_config_path,
         # MLflow reads the key only from its environment; every replica gets the same one.
         contract.FLASK_SECRET_KEY.name: settings.flask_secret_key,
+        # Read by server/app.py in every uvicorn worker.
+        contract.HOT_PATHS.name: "true" if settings.hot_paths else "false",
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(settings.db_pool_size),
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(settings.db_max_overflow),
         # Large artifacts go through the server in S3 multipart chunks instead of one huge PUT.

@@ -61,6 +61,11 @@ AUTH_CACHE_TTL_SECONDS = Setting(
     "MLFLOW_STACK_AUTH_CACHE_TTL_SECONDS", "basic-auth credential cache TTL (0 disables)", "60"
 )
 ADMIN_USERNAME = Setting("MLFLOW_STACK_ADMIN_USERNAME", "basic-auth admin user", "admin")
+HOT_PATHS = Setting(
+    "MLFLOW_STACK_HOT_PATHS",
+    "the kit's CPU savings on MLflow's request hot paths (server/hot_paths.py): true or false",
+    "true",
+)
 
 # Secret settings: only ever from Secrets Manager (task `secrets`) or a *_FILE.
 DB_PASSWORD = Setting("MLFLOW_STACK_DB_PASSWORD", "PostgreSQL password")
@@ -87,6 +92,7 @@ PLAIN_SETTINGS: tuple[Setting, ...] = (
     DEFAULT_PERMISSION,
     AUTH_CACHE_TTL_SECONDS,
     ADMIN_USERNAME,
+    HOT_PATHS,
 )
 SECRET_SETTINGS: tuple[Setting, ...] = (DB_PASSWORD, ADMIN_PASSWORD, FLASK_SECRET_KEY)
 

@@ -19,6 +19,7 @@ from server import contract
 # a unit test keeps this list in step with the installed MLflow.
 PERMISSIONS: tuple[str, ...] = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS", "DENY")
 # libpq's sslmode values.
+BOOLEANS: tuple[str, ...] = ("true", "false")
 SSLMODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 MIN_ADMIN_PASSWORD_LENGTH = 12
 MIN_FLASK_SECRET_KEY_LENGTH = 16
@@ -72,6 +73,7 @@ class ServerSettings:
     default_permission: str
     auth_cache_ttl_seconds: int
     admin_username: str
+    hot_paths: bool
     # Secrets: repr=False keeps them out of any accidental log of the settings object.
     db_password: str
     admin_password: str
@@ -231,6 +233,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     default_permission = r.choice(c.DEFAULT_PERMISSION, PERMISSIONS)
     cache_ttl = r.integer(c.AUTH_CACHE_TTL_SECONDS, 0, 86400)
     admin_username = r.text(c.ADMIN_USERNAME)
+    hot_paths = r.choice(c.HOT_PATHS, BOOLEANS)
 
     db_password = r.secret(c.DB_PASSWORD)
     admin_password = r.secret(c.ADMIN_PASSWORD, MIN_ADMIN_PASSWORD_LENGTH)
@@ -241,7 +244,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     # Every value is set when there are no problems; the asserts document it for the type checker.
     assert db_host and db_port and db_name and auth_db_name and db_user and db_sslmode and artifacts
     assert port and host and workers and keepalive and pool_size and max_overflow is not None
-    assert default_permission and cache_ttl is not None and admin_username
+    assert default_permission and cache_ttl is not None and admin_username and hot_paths
     assert db_password and admin_password and flask_key
     return ServerSettings(
         db_host=db_host,
@@ -261,6 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
         default_permission=default_permission,
         auth_cache_ttl_seconds=cache_ttl,
         admin_username=admin_username,
+        hot_paths=hot_paths == "true",
         db_password=db_password,
         admin_password=admin_password,
         flask_secret_key=flask_key,

@@ -16,7 +16,7 @@ import pulumi
 from server import contract
 
 if TYPE_CHECKING:
-    from infra.settings import Settings
+    from infra.settings import ServerSettings, Settings
 
 # One CPU architecture for the task and the image build. Graviton (ARM64) Fargate costs ~20% less
 # per vCPU-hour than X86_64, and every wheel the server installs ships for aarch64.
@@ -75,6 +75,19 @@ class ServerSpec:
             raise ValueError(f"server spec: secret settings {sorted(leaked)} must not be plain env vars")
 
 
+def tuning_environment(server: ServerSettings) -> dict[str, str]:
+    """A replica's performance settings as the entrypoint reads them. bench/ starts its kit rows
+    with exactly these, taken from a stack file, so the benchmark measures what a stack deploys."""
+    return {
+        contract.WORKERS.name: str(server.workers),
+        contract.KEEPALIVE_SECONDS.name: str(server.keepalive_seconds),
+        contract.DB_POOL_SIZE.name: str(server.db_pool_size),
+        contract.DB_MAX_OVERFLOW.name: str(server.db_max_overflow),
+        contract.AUTH_CACHE_TTL_SECONDS.name: str(server.auth_cache_ttl_seconds),
+        contract.HOT_PATHS.name: "true" if server.hot_paths else "false",
+    }
+
+
 def build_server_spec(
     settings: Settings,
     *,
@@ -101,13 +114,9 @@ def build_server_spec(
         contract.PUBLIC_HOSTS.name: settings.domain.name,
         contract.PORT.name: str(contract.CONTAINER_PORT),
         contract.HOST.name: "0.0.0.0",  # noqa: S104 - the task's own ENI; the SG limits who reaches it
-        contract.WORKERS.name: str(server.workers),
-        contract.KEEPALIVE_SECONDS.name: str(server.keepalive_seconds),
-        contract.DB_POOL_SIZE.name: str(server.db_pool_size),
-        contract.DB_MAX_OVERFLOW.name: str(server.db_max_overflow),
         contract.DEFAULT_PERMISSION.name: server.default_permission,
-        contract.AUTH_CACHE_TTL_SECONDS.name: str(server.auth_cache_ttl_seconds),
         contract.ADMIN_USERNAME.name: server.admin_username,
+        **tuning_environment(server),
     }
     secrets: dict[str, pulumi.Input[str]] = {
         contract.DB_PASSWORD.name: secret_refs.db_password,
