@@ -59,6 +59,7 @@ class Target:
     window_seconds: float = 0.0
     server_cpu_seconds: float = 0.0
     postgres_cpu_seconds: float = 0.0
+    client_cpu_seconds: float = 0.0
     server_memory_mib: float = 0.0
 
     def client(self) -> TrackingClient:
@@ -127,10 +128,13 @@ def _measure(
     window_start = time.monotonic()
     cpu0 = sum(_tree_cpu_seconds(p) for p in target.processes)
     pg0 = _tree_cpu_seconds(postgres) if postgres else 0.0
+    # This process: the client threads (the main thread only sleeps here).
+    client0 = time.process_time()
     time.sleep(max(0.0, start + warmup + seconds - time.monotonic()))
     window_end = time.monotonic()
     cpu1 = sum(_tree_cpu_seconds(p) for p in target.processes)
     pg1 = _tree_cpu_seconds(postgres) if postgres else 0.0
+    client1 = time.process_time()
     target.server_memory_mib = max(
         target.server_memory_mib, sum(_tree_memory_mib(p) for p in target.processes)
     )
@@ -140,6 +144,7 @@ def _measure(
     target.window_seconds += window_end - window_start
     target.server_cpu_seconds += cpu1 - cpu0
     target.postgres_cpu_seconds += pg1 - pg0
+    target.client_cpu_seconds += client1 - client0
 
 
 def _parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -318,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 server_cpu_seconds=t.server_cpu_seconds,
                 postgres_cpu_seconds=t.postgres_cpu_seconds,
                 server_memory_mib=t.server_memory_mib,
+                client_cpu_seconds=t.client_cpu_seconds,
                 window_seconds=t.window_seconds,
                 error_examples=sorted({s.error for s in t.samples if s.error})[:3] + t.fatal[:3],
             )

@@ -6,7 +6,8 @@ Starts an embedded PostgreSQL, then for each mode runs MLflow's Flask app in a f
 (Flask test client: no HTTP, no uvicorn, so only the application's own work is measured) and
 reports the CPU time per `runs/log-batch`. `--profile` adds the top functions of the non-admin run.
 Modes: `noauth` (stock app), `admin` (basic-auth, credential cache on, admin user: permission checks
-skipped), `user` (basic-auth, credential cache on, a non-admin user who owns the experiment).
+skipped), `user` (basic-auth, credential cache on, a non-admin user who owns the experiment), `kit`
+(as `user`, with the kit's server/hot_paths.py installed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 
 from bench.servers import bench_environment
 
-MODES = ("noauth", "admin", "user")
+MODES = ("noauth", "admin", "user", "kit")
 
 
 def _measure(mode: str, requests: int, profile: bool) -> None:
@@ -36,12 +37,16 @@ def _measure(mode: str, requests: int, profile: bool) -> None:
 
     app = mlflow.server.app
     headers: dict[str, str] = {}
+    if mode == "kit":
+        from server import hot_paths
+
+        hot_paths.install()  # before any store exists, as server/app.py does
     if mode != "noauth":
         from mlflow.server.auth import create_app, store
 
         create_app(app)
         password = secrets.token_hex(12)
-        store.create_user(f"user-{mode}", password, is_admin=mode == "admin")
+        store.create_user(f"user-{mode}", password, is_admin=mode == "admin")  # kit: non-admin too
         token = base64.b64encode(f"user-{mode}:{password}".encode()).decode()
         headers = {"Authorization": f"Basic {token}"}
     client = app.test_client()

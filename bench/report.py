@@ -34,6 +34,8 @@ class Row:
     postgres_cpu_seconds: float
     window_seconds: float
     server_memory_mib: float
+    # The load generator (this process's client threads) shares the CPUs with the server.
+    client_cpu_seconds: float = 0.0
     error_examples: list[str] = field(default_factory=list)
 
     def cpu_ms_per_request(self, seconds: float) -> float:
@@ -111,8 +113,8 @@ def render(results: Results) -> str:
         "",
         "| row | req/s | x stock no-auth | p50 ms | p95 ms | p99 ms | errors | log-batch req/s | "
         "log-batch p95 ms | server CPU ms/req | server CPUs busy | PostgreSQL CPU ms/req | "
-        "server memory MiB (PSS) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "load generator CPUs busy | server memory MiB (PSS) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results.rows:
         o = row.overall
@@ -123,7 +125,9 @@ def render(results: Results) -> str:
             f"{_ms(o.p50_ms)} | {_ms(o.p95_ms)} | {_ms(o.p99_ms)} | {o.errors} | {lb.throughput:.1f} | "
             f"{_ms(lb.p95_ms)} | {_ms(row.cpu_ms_per_request(row.server_cpu_seconds))} | "
             f"{row.server_cpu_seconds / row.window_seconds if row.window_seconds else 0:.2f} | "
-            f"{_ms(row.cpu_ms_per_request(row.postgres_cpu_seconds))} | {row.server_memory_mib:.0f} |"
+            f"{_ms(row.cpu_ms_per_request(row.postgres_cpu_seconds))} | "
+            f"{row.client_cpu_seconds / row.window_seconds if row.window_seconds else 0:.2f} | "
+            f"{row.server_memory_mib:.0f} |"
         )
     lines += ["", "Per operation (req/s, p50/p95/p99 ms):", ""]
     lines += ["| row | " + " | ".join(s.operation for s in results.rows[0].per_operation) + " |"]
