@@ -156,11 +156,13 @@ def install() -> None:
         import mlflow.server.auth.sqlalchemy_store as auth_store
         import mlflow.server.handlers as handlers
         import mlflow.store.db.utils as db_utils
+        import mlflow.store.model_registry.sqlalchemy_store as registry_store
 
-        # The tracking and registry stores call it through the module; the auth store imported
-        # the name, so both references are replaced.
+        # The tracking store calls it through the module; the registry and auth stores imported
+        # the name, so every reference is replaced.
         session_maker = keep_state_on_read_only_commit(db_utils._get_managed_session_maker)
         db_utils._get_managed_session_maker = session_maker
+        registry_store._get_managed_session_maker = session_maker
         auth_store._get_managed_session_maker = session_maker
         auth._run_requirement = cache_run_requirements(
             auth._run_requirement, LruCache(RUN_REQUIREMENT_CACHE_SIZE)

@@ -53,16 +53,56 @@ def test_the_patched_names_are_the_ones_mlflow_calls() -> None:
     import mlflow.server.auth as auth
     import mlflow.server.auth.sqlalchemy_store as auth_store
     import mlflow.server.handlers as handlers
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
     import mlflow.store.tracking.sqlalchemy_store as tracking_store
 
-    # The stores look the session maker up at construction: tracking/registry through the module,
-    # the auth store through its own imported name (both are replaced by install()).
+    # The stores look the session maker up at construction: tracking through the module, registry
+    # and auth through their own imported names (all replaced by install()).
     assert "mlflow.store.db.utils._get_managed_session_maker(" in inspect.getsource(tracking_store)
+    assert "_get_managed_session_maker" in vars(registry_store)
     assert "_get_managed_session_maker" in vars(auth_store)
     # The validators and redactors call these through the module's globals.
     assert "_run_requirement(" in inspect.getsource(auth._validate_can_update_run_and_models)
     assert "_redact_run_response(" in inspect.getsource(auth.redact_search_runs_model_links)
     assert "message_to_json(" in inspect.getsource(handlers._wrap_response)
+
+
+_STORES_AFTER_INSTALL = """
+import sys
+from server import hot_paths
+hot_paths.install()
+from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore as AuthStore
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+directory = sys.argv[1]
+auth = AuthStore()
+auth.init_db(f"sqlite:///{directory}/auth.db")
+stores = [
+    SqlAlchemyStore(f"sqlite:///{directory}/mlflow.db", directory),
+    RegistryStore(f"sqlite:///{directory}/mlflow.db"),
+    auth,
+]
+for store in stores:
+    print(store.ManagedSessionMaker.__qualname__)
+"""
+
+
+def test_install_reaches_every_store_mlflow_builds_afterwards(tmp_path) -> None:
+    # A fresh interpreter, as a uvicorn worker is: install() first, then MLflow builds its stores.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _STORES_AFTER_INSTALL, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    makers = result.stdout.split()
+    assert len(makers) == 3
+    assert all(m.startswith("keep_state_on_read_only_commit.") for m in makers), makers
 
 
 # --- 1: read-only sessions keep their loaded state ----------------------------------------------
