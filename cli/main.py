@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.runs",
     "cli.models",
     "cli.preview",
+    "cli.backend",
 )
 
 
