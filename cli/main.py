@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.models",
     "cli.preview",
     "cli.backend",
+    "cli.doctor",
+    "cli.image",
 )
 
 

@@ -246,7 +246,7 @@ def exit_code(results: list[CheckResult]) -> int:
 # -- the report ----------------------------------------------------------------------------------
 
 STATUS_WIDTH = 5
-CHECK_WIDTH = 50
+CHECK_WIDTH = 55
 
 
 def format_row(result: CheckResult) -> str:

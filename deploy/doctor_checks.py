@@ -60,7 +60,7 @@ SERVICE_LINKED_ROLES: dict[str, str] = {
 
 
 def check_service_linked_role(role: str, ctx: DoctorContext) -> CheckResult:
-    check = f"service-linked-role:{role}"
+    check = f"role:{role}"
     principal = SERVICE_LINKED_ROLES[role]
     iam = ctx.client("iam")
     try:
@@ -156,10 +156,7 @@ CHECKS: tuple[Check, ...] = (
     Check("hosted-zone", check_hosted_zone),
     Check("dns-delegation", check_delegation),
     Check("certificate", check_certificate),
-    *(
-        Check(f"service-linked-role:{role}", partial(check_service_linked_role, role))
-        for role in SERVICE_LINKED_ROLES
-    ),
+    *(Check(f"role:{role}", partial(check_service_linked_role, role)) for role in SERVICE_LINKED_ROLES),
     Check("existing-vpc", check_existing_vpc),
     Check("image-build", check_image_build, needs_aws=False),
     Check("image", check_image),
