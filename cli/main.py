@@ -20,7 +20,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.preview",
     "cli.backend",
     "cli.doctor",
-    "cli.image",
 )
 
 
