@@ -61,7 +61,7 @@ _RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 # https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateAlias.html (AliasName)
 _ALIAS_NAME = re.compile(r"^[a-zA-Z0-9/_-]{1,250}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")  # us-east-1, us-gov-west-1, eusc-de-east-1
 
 # The IAM action each call needs, for "AccessDenied" messages (the API name and the action differ).
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-with-s3-policy-actions.html
@@ -241,12 +241,9 @@ PUBLIC_ACCESS_BLOCK = {
 
 def _same_lifecycle_rule(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     def whole_bucket(rule: dict[str, Any]) -> bool:
-        # S3 may hand back an empty filter as {}, {"Prefix": ""} or a legacy rule-level Prefix.
-        return (
-            rule.get("Filter", {}).get("Prefix", "") == ""
-            and len(rule.get("Filter", {})) <= 1
-            and (rule.get("Prefix", "") == "")
-        )
+        # S3 may hand an empty filter back as {} or {"Prefix": ""}, or as a legacy rule-level Prefix;
+        # a filter with a tag, a size or a non-empty prefix would leave part of the bucket uncovered.
+        return rule.get("Filter", {}) in ({}, {"Prefix": ""}) and rule.get("Prefix", "") == ""
 
     return (
         whole_bucket(existing)
