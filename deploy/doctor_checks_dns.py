@@ -95,7 +95,9 @@ def parse_ns_answer(message: bytes, query_id: int) -> list[str]:
     return hosts
 
 
-def query_name_servers(zone: str, nameserver: str | None = None, timeout: float = 3.0) -> list[str]:
+def query_name_servers(
+    zone: str, nameserver: str | None = None, *, port: int = DNS_PORT, timeout: float = 3.0
+) -> list[str]:
     """NS records of `zone` as the resolver (default: the system's) sees them."""
     server = nameserver or system_nameserver()
     query_id = secrets.randbelow(0x10000)
@@ -105,7 +107,7 @@ def query_name_servers(zone: str, nameserver: str | None = None, timeout: float 
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
-            sock.sendto(packet, (server, DNS_PORT))
+            sock.sendto(packet, (server, port))
             message, _ = sock.recvfrom(4096)
     except OSError as exc:
         raise DnsLookupError(f"no answer from the resolver {server}: {exc}") from exc
