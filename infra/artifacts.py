@@ -19,7 +19,6 @@ from infra.tags import child_opts
 
 TMP_PREFIX = "tmp/"
 INFREQUENT_ACCESS = "STANDARD_IA"
-ARCHIVE = "GLACIER"
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def lifecycle_rules(settings: ArtifactSettings) -> list[aws.s3.BucketLifecycleCo
                     days=settings.ia_after_days, storage_class=INFREQUENT_ACCESS
                 ),
                 aws.s3.BucketLifecycleConfigurationRuleTransitionArgs(
-                    days=settings.glacier_after_days, storage_class=ARCHIVE
+                    days=settings.archive_after_days, storage_class=settings.archive_storage_class
                 ),
             ],
         ),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from infra.settings import DatabaseSettings
 from infra.tags import child_opts, name_tag
@@ -88,6 +89,18 @@ class Database(pulumi.ComponentResource):
             ],
             opts=child_opts(self),
         )
+        final_snapshot_identifier = None
+        if settings.final_snapshot:
+            # A fixed identifier works once: after `destroy` leaves "<db>-final" behind, the next
+            # stack's delete fails with DBSnapshotAlreadyExists and the instance stays. The suffix is
+            # new for every instance this stack creates (a new stack, or a replaced identifier).
+            suffix = random.RandomId(
+                f"{name}-final-snapshot-suffix",
+                byte_length=4,
+                keepers={"identifier": args.identifier},
+                opts=child_opts(self),
+            )
+            final_snapshot_identifier = pulumi.Output.concat(args.identifier, "-final-", suffix.hex)
         instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=args.identifier,
@@ -113,7 +126,7 @@ class Database(pulumi.ComponentResource):
             copy_tags_to_snapshot=True,
             deletion_protection=settings.deletion_protection,
             skip_final_snapshot=not settings.final_snapshot,
-            final_snapshot_identifier=f"{args.identifier}-final" if settings.final_snapshot else None,
+            final_snapshot_identifier=final_snapshot_identifier,
             performance_insights_enabled=settings.performance_insights,
             performance_insights_kms_key_id=key.arn if settings.performance_insights else None,
             performance_insights_retention_period=(

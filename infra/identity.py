@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.ordering import ready_when
 from infra.tags import child_opts
 
 ECR_IMAGE_PATTERN = re.compile(
@@ -43,7 +44,7 @@ class IdentityArgs:
     permissions_boundary_arn: str | None = None
 
 
-def ecr_repository_arn_for_image(image: str, partition: str = "aws") -> str | None:
+def ecr_repository_arn_for_image(image: str, partition: str) -> str | None:
     """The ECR repository ARN of an image reference, or None when the image is not in ECR."""
     match = ECR_IMAGE_PATTERN.match(image)
     if match is None:
@@ -172,7 +173,7 @@ def create_execution_role(
     ecr_repository_arn: pulumi.Input[str] | None,
     opts: pulumi.ResourceOptions,
     log_stream_prefix: str = "",
-) -> aws.iam.Role:
+) -> PolicedRole:
     """An ECS task execution role (`<name>-execution-role`) with its `execution_policy`; the server
     and the maintenance task each get one, scoped to their own secrets and log streams."""
     role = aws.iam.Role(
@@ -183,7 +184,7 @@ def create_execution_role(
         permissions_boundary=permissions_boundary_arn,
         opts=opts,
     )
-    aws.iam.RolePolicy(
+    policy = aws.iam.RolePolicy(
         f"{name}-execution-policy",
         role=role.id,
         policy=pulumi.Output.all(
@@ -200,7 +201,25 @@ def create_execution_role(
         ),
         opts=opts,
     )
-    return role
+    return PolicedRole(role, policy)
+
+
+@dataclass(frozen=True)
+class PolicedRole:
+    """A role and its inline policy. `arn` resolves once the policy is attached: ECS refuses a task
+    whose execution role cannot yet read its secrets or pull its image, and a task started with a
+    role whose policy is still missing fails on its first AWS call."""
+
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+
+    @property
+    def arn(self) -> pulumi.Output[str]:
+        return ready_when(self.role.arn, self.policy.id)
+
+    @property
+    def name(self) -> pulumi.Output[str]:
+        return self.role.name
 
 
 def log_group_arn(partition: str, region: str, account_id: str, log_group_name: str) -> str:
@@ -229,7 +248,7 @@ class Identity(pulumi.ComponentResource):
             permissions_boundary=args.permissions_boundary_arn,
             opts=child_opts(self),
         )
-        aws.iam.RolePolicy(
+        runtime_policy_resource = aws.iam.RolePolicy(
             f"{name}-runtime-policy",
             role=runtime_role.id,
             policy=pulumi.Output.all(args.bucket_arn, args.artifacts_kms_key_arn).apply(
@@ -253,7 +272,7 @@ class Identity(pulumi.ComponentResource):
             ecr_repository_arn=args.ecr_repository_arn,
             opts=child_opts(self),
         )
-        self.runtime_role_arn = runtime_role.arn
+        self.runtime_role_arn = PolicedRole(runtime_role, runtime_policy_resource).arn
         self.runtime_role_name = runtime_role.name
         self.execution_role_arn = execution_role.arn
         self.execution_role_name = execution_role.name

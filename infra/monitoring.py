@@ -35,6 +35,7 @@ class AlarmThresholds:
 @dataclass(frozen=True)
 class MonitoringArgs:
     account_id: pulumi.Input[str]  # the KMS key policy names the account root
+    partition: pulumi.Input[str]  # aws, aws-us-gov, aws-cn: the account root's ARN depends on it
     alb_arn_suffix: pulumi.Input[str]
     target_group_arn_suffix: pulumi.Input[str]
     ecs_cluster_name: pulumi.Input[str]
@@ -56,7 +57,7 @@ def connections_threshold(max_connections: int, percent: float) -> float:
     return max_connections * percent / 100
 
 
-def topic_key_policy(account_id: str) -> str:
+def topic_key_policy(account_id: str, partition: str) -> str:
     """CloudWatch publishes to an encrypted topic only if the key lets it (the AWS-managed
     aws/sns key does not), so the topic gets its own key."""
     return json.dumps(
@@ -66,7 +67,7 @@ def topic_key_policy(account_id: str) -> str:
                 {
                     "Sid": "AccountAdministers",
                     "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
                     "Action": "kms:*",
                     "Resource": "*",
                 },
@@ -99,7 +100,7 @@ class Monitoring(pulumi.ComponentResource):
             description="encrypts the MLflow alarm topic",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            policy=pulumi.Output.from_input(args.account_id).apply(topic_key_policy),
+            policy=pulumi.Output.all(args.account_id, args.partition).apply(lambda a: topic_key_policy(*a)),
             opts=child,
         )
         self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, opts=child)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.ordering import ready_when
 from infra.settings import NetworkSettings
 from infra.tags import child_opts, name_tag
 
@@ -24,6 +25,9 @@ FLOW_LOG_RETENTION_DAYS = 90
 class NetworkArgs:
     settings: NetworkSettings
     region: str
+    # The partition's reverse DNS prefix (aws.get_partition): "com.amazonaws", or "cn.com.amazonaws"
+    # in China, where gateway endpoint service names differ.
+    service_name_prefix: pulumi.Input[str] = "com.amazonaws"
     permissions_boundary_arn: str | None = None
 
 
@@ -40,6 +44,10 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     public_subnet_ids: pulumi.Output[list[str]]
     private_subnet_ids: pulumi.Output[list[str]]
+    # The same ids, resolving only once each private subnet's route table (with its NAT route) is
+    # associated: for tasks, which must reach ECR, Secrets Manager and CloudWatch Logs the moment
+    # they start. The database keeps the plain ids so it need not wait for the NAT gateways.
+    private_subnet_ids_routed: pulumi.Output[list[str]]
     # Public IPs of the NAT gateways this stack creates (empty for an existing VPC): the source
     # address a private task's traffic to an internet-facing load balancer arrives from.
     nat_public_ips: list[pulumi.Output[str]]
@@ -52,6 +60,7 @@ class Network(pulumi.ComponentResource):
             self.vpc_id = pulumi.Output.from_input(settings.existing_vpc_id)
             self.public_subnet_ids = pulumi.Output.from_input(list(settings.existing_public_subnet_ids))
             self.private_subnet_ids = pulumi.Output.from_input(list(settings.existing_private_subnet_ids))
+            self.private_subnet_ids_routed = self.private_subnet_ids
         else:
             self._create_vpc(name, args)
         self.register_outputs(
@@ -85,6 +94,9 @@ class Network(pulumi.ComponentResource):
             tags=name_tag(f"{name}-public"),
             opts=child_opts(self),
         )
+        # What makes a subnet public: the gateway attached and the route to it associated. Anything
+        # internet-facing waits for these (see public_subnet_ids below).
+        internet_ready: list[pulumi.Output[str]] = [igw.id]
 
         public_cidrs, private_cidrs = subnet_cidrs(settings.vpc_cidr, settings.az_count)
         public_subnets: list[aws.ec2.Subnet] = []
@@ -101,12 +113,13 @@ class Network(pulumi.ComponentResource):
                 tags={**name_tag(f"{name}-public-{index}"), "tier": "public"},
                 opts=child_opts(self),
             )
-            aws.ec2.RouteTableAssociation(
+            public_association = aws.ec2.RouteTableAssociation(
                 f"{name}-public-{index}-rta",
                 subnet_id=public.id,
                 route_table_id=public_rt.id,
                 opts=child_opts(self),
             )
+            internet_ready.append(public_association.id)
             private = aws.ec2.Subnet(
                 f"{name}-private-{index}",
                 vpc_id=vpc.id,
@@ -118,8 +131,9 @@ class Network(pulumi.ComponentResource):
             public_subnets.append(public)
             private_subnets.append(private)
 
-        nat_ids = self._nat_gateways(name, settings, public_subnets)
+        nat_ids = self._nat_gateways(name, settings, public_subnets, igw)
         private_route_tables = []
+        private_routed: list[pulumi.Output[str]] = []
         for index, private in enumerate(private_subnets):
             routes = []
             if nat_ids:
@@ -133,19 +147,20 @@ class Network(pulumi.ComponentResource):
                 tags=name_tag(f"{name}-private-{index}"),
                 opts=child_opts(self),
             )
-            aws.ec2.RouteTableAssociation(
+            private_association = aws.ec2.RouteTableAssociation(
                 f"{name}-private-{index}-rta",
                 subnet_id=private.id,
                 route_table_id=route_table.id,
                 opts=child_opts(self),
             )
             private_route_tables.append(route_table)
+            private_routed.append(private_association.id)
 
         # Gateway endpoints are free and keep artifact traffic to S3 off the (metered) NAT gateways.
         self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=vpc.id,
-            service_name=f"com.amazonaws.{args.region}.s3",
+            service_name=pulumi.Output.concat(args.service_name_prefix, f".{args.region}.s3"),
             vpc_endpoint_type="Gateway",
             route_table_ids=[table.id for table in private_route_tables],
             tags=name_tag(f"{name}-s3"),
@@ -155,27 +170,45 @@ class Network(pulumi.ComponentResource):
             self._flow_logs(name, vpc, args.permissions_boundary_arn)
 
         self.vpc_id = vpc.id
-        self.public_subnet_ids = pulumi.Output.all(*[subnet.id for subnet in public_subnets])
+        # The public subnet ids resolve only once the internet gateway and the public routes exist,
+        # and carry those resources as dependencies: an internet-facing load balancer created in
+        # a subnet of a VPC without an attached gateway fails with "InvalidSubnet: VPC ... has no
+        # internet gateway" (CreateLoadBalancer, Elastic Load Balancing API reference).
+        self.public_subnet_ids = ready_when(
+            pulumi.Output.all(*[subnet.id for subnet in public_subnets]), *internet_ready
+        )
         self.private_subnet_ids = pulumi.Output.all(*[subnet.id for subnet in private_subnets])
+        self.private_subnet_ids_routed = ready_when(
+            self.private_subnet_ids, *private_routed, self.s3_endpoint.id
+        )
 
     def _nat_gateways(
-        self, name: str, settings: NetworkSettings, public_subnets: list[aws.ec2.Subnet]
+        self,
+        name: str,
+        settings: NetworkSettings,
+        public_subnets: list[aws.ec2.Subnet],
+        igw: aws.ec2.InternetGateway,
     ) -> list[pulumi.Output[str]]:
         count = {"none": 0, "single": 1, "per_az": len(public_subnets)}[settings.nat_gateways]
         nat_ids = []
+        # Nothing in their inputs names the gateway, so without depends_on the engine may create
+        # both before it: AWS answers "Gateway.NotAttached" for the address and a public NAT gateway
+        # "requires an internet gateway" attached to its VPC (EC2 User Guide, "NAT gateways";
+        # the aws_eip docs say the same for Terraform: "EIP may require IGW to exist prior").
+        after_igw = {"depends_on": [igw]}
         for index in range(count):
             eip = aws.ec2.Eip(
                 f"{name}-nat-{index}-eip",
                 domain="vpc",
                 tags=name_tag(f"{name}-nat-{index}"),
-                opts=child_opts(self),
+                opts=child_opts(self, **after_igw),
             )
             nat = aws.ec2.NatGateway(
                 f"{name}-nat-{index}",
                 allocation_id=eip.id,
                 subnet_id=public_subnets[index].id,
                 tags=name_tag(f"{name}-nat-{index}"),
-                opts=child_opts(self),
+                opts=child_opts(self, **after_igw),
             )
             nat_ids.append(nat.id)
             self.nat_public_ips.append(eip.public_ip)

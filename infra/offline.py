@@ -43,6 +43,24 @@ MOCK_ACCOUNT_ID = "123456789012"
 SECRET_SENTINEL = "SENTINEL-do-not-leak-"  # noqa: S105 - the marker mock secrets carry
 
 
+# AWS partitions by region prefix: (partition, DNS suffix, reverse DNS prefix). Every ARN and
+# service name the mocks hand out follows the stack's region, so a stack in us-gov-west-1 shows
+# any `arn:aws:` the program wrote itself instead of looking up the partition.
+PARTITIONS: tuple[tuple[str, tuple[str, str, str]], ...] = (
+    ("us-gov-", ("aws-us-gov", "amazonaws.com", "com.amazonaws")),
+    ("cn-", ("aws-cn", "amazonaws.com.cn", "cn.com.amazonaws")),
+)
+COMMERCIAL_PARTITION = ("aws", "amazonaws.com", "com.amazonaws")
+
+
+def partition_of(region: str) -> tuple[str, str, str]:
+    """(partition, dnsSuffix, reverseDnsPrefix) of a region, as aws.get_partition answers."""
+    for prefix, partition in PARTITIONS:
+        if region.startswith(prefix):
+            return partition
+    return COMMERCIAL_PARTITION
+
+
 # Services whose ARNs have no region.
 GLOBAL_SERVICES = frozenset({"iam", "s3", "route53", "cloudfront", "organizations"})
 
@@ -66,6 +84,11 @@ class RegisteredResource:
     protect: bool
     provider: str | None  # "<provider urn>::<id>" when an explicit provider was given
     custom: bool
+    # URNs the engine would create first: explicit depends_on plus those behind Output inputs.
+    dependencies: frozenset[str] = frozenset()
+    # input name -> URNs whose Outputs fed that input
+    property_dependencies: dict[str, frozenset[str]] = field(default_factory=dict)
+    arn: str | None = None  # what the mocks answered, as AWS would after creation
 
     def get(self, path: str, default: Any = None) -> Any:
         """Input by dotted path, e.g. `res.get("versioningConfiguration.status")`, secrets unwrapped."""
@@ -118,6 +141,30 @@ class ResourceGraph:
     @property
     def types(self) -> set[str]:
         return {resource.type for resource in self.resources}
+
+    def by_urn(self, urn: str) -> RegisteredResource:
+        for resource in self.resources:
+            if resource.urn == urn:
+                return resource
+        raise LookupError(f"no resource with urn {urn!r}")
+
+    def dependencies_of(self, resource: RegisteredResource, *, transitive: bool = True) -> set[str]:
+        """Names of the resources the engine creates before `resource` (directly, or at any depth)."""
+        known = {r.urn: r for r in self.resources}
+        seen: set[str] = set()
+        pending = list(resource.dependencies)
+        while pending:
+            urn = pending.pop()
+            if urn in seen or urn not in known:
+                continue
+            seen.add(urn)
+            if transitive:
+                pending.extend(known[urn].dependencies)
+        return {known[urn].name for urn in seen}
+
+    def depends_on(self, resource: RegisteredResource, other: RegisteredResource) -> bool:
+        """Whether the engine must finish `other` before it starts `resource` (transitively)."""
+        return other.name in self.dependencies_of(resource)
 
 
 def unwrap(value: Any) -> Any:
@@ -186,6 +233,23 @@ def _short_hash(*parts: str, length: int = 17) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
 
+class RecordingMonitor(MockMonitor):
+    """The SDK's mock monitor, keeping what it drops: each registration's dependencies."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        # urn -> (dependencies, property dependencies)
+        self.dependencies: dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]] = {}
+
+    def RegisterResource(self, request):  # type: ignore[no-untyped-def] - the gRPC servicer's shape
+        response = super().RegisterResource(request)
+        self.dependencies[response.urn] = (
+            frozenset(request.dependencies),
+            {key: frozenset(deps.urns) for key, deps in request.propertyDependencies.items()},
+        )
+        return response
+
+
 class AwsMocks(Mocks):
     """Answers resource registrations and invokes the way AWS would, deterministically."""
 
@@ -208,11 +272,12 @@ class AwsMocks(Mocks):
     def __init__(self, stack: str, region: str) -> None:
         self.stack = stack
         self.region = region
+        self.partition, self.dns_suffix, self.reverse_dns_prefix = partition_of(region)
         self.registrations: list[tuple[MockResourceArgs, str, dict[str, Any]]] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def _arn(self, service: str, resource: str, *, region: bool = True) -> str:
-        return f"arn:aws:{service}:{self.region if region else ''}:{MOCK_ACCOUNT_ID}:{resource}"
+        return f"arn:{self.partition}:{service}:{self.region if region else ''}:{MOCK_ACCOUNT_ID}:{resource}"
 
     def _uuid(self, name: str) -> str:
         return str(uuid.UUID(hashlib.md5(f"{self.stack}/{name}".encode()).hexdigest()))  # noqa: S324 - ids, not security
@@ -226,7 +291,10 @@ class AwsMocks(Mocks):
     def _state(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         state = dict(inputs)
         short = _short_hash(self.stack, typ, name)
-        physical = _plain(inputs.get("name")) or f"{name}-{short[:7]}"
+        # Like the provider: an explicit name, else namePrefix plus a unique suffix, else generated.
+        prefix = _plain(inputs.get("namePrefix"))
+        unique = _short_hash(self.stack, typ, name, length=26)
+        physical = _plain(inputs.get("name")) or (f"{prefix}{unique}" if prefix else f"{name}-{short[:7]}")
         module, _, kind = typ.partition(":")[2].partition("/")
         service = module.split("/")[0]
         regional = service not in GLOBAL_SERVICES
@@ -246,19 +314,23 @@ class AwsMocks(Mocks):
             state["result"] = rpc.wrap_rpc_secret(value)
             state["bcryptHash"] = rpc.wrap_rpc_secret("$2a$10$" + _short_hash(name, "bcrypt", length=53))
             resource_id = "none"
+        elif typ == "random:index/randomId:RandomId":
+            size = int(_plain(inputs.get("byteLength")) or 8)
+            state.update(hex=_short_hash(name, "id", length=size * 2), b64Url=short[: size + size // 3])
+            resource_id = state["b64Url"]
         elif typ == "aws:s3/bucket:Bucket":
             bucket = _plain(inputs.get("bucket")) or f"{name}-{short[:7]}"
             resource_id = bucket
             state.update(
                 bucket=bucket,
-                arn=f"arn:aws:s3:::{bucket}",
-                bucketDomainName=f"{bucket}.s3.amazonaws.com",
-                bucketRegionalDomainName=f"{bucket}.s3.{self.region}.amazonaws.com",
+                arn=f"arn:{self.partition}:s3:::{bucket}",
+                bucketDomainName=f"{bucket}.s3.{self.dns_suffix}",
+                bucketRegionalDomainName=f"{bucket}.s3.{self.region}.{self.dns_suffix}",
                 region=self.region,
             )
         elif typ == "aws:rds/instance:Instance":
             identifier = _plain(inputs.get("identifier")) or f"{name}-{short[:7]}"
-            address = f"{identifier}.c{short[:10]}.{self.region}.rds.amazonaws.com"
+            address = f"{identifier}.c{short[:10]}.{self.region}.rds.{self.dns_suffix}"
             port = int(_plain(inputs.get("port")) or 5432)
             resource_id = f"db-{short.upper()}"
             state.update(
@@ -288,12 +360,12 @@ class AwsMocks(Mocks):
             state["versionId"] = self._uuid(name)
         elif typ == "aws:iam/role:Role":
             state.update(
-                arn=f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/{physical}",
+                arn=self._arn("iam", f"role/{physical}", region=False),
                 name=physical,
                 uniqueId="AROA" + short.upper(),
             )
         elif typ == "aws:iam/policy:Policy":
-            state.update(arn=f"arn:aws:iam::{MOCK_ACCOUNT_ID}:policy/{physical}", name=physical)
+            state.update(arn=self._arn("iam", f"policy/{physical}", region=False), name=physical)
         elif typ == "aws:iam/rolePolicy:RolePolicy":
             resource_id = f"{_plain(inputs.get('role'))}:{physical}"
             state["name"] = physical
@@ -308,7 +380,7 @@ class AwsMocks(Mocks):
             state.update(
                 arn=self._arn("elasticloadbalancing", f"loadbalancer/{suffix}"),
                 arnSuffix=suffix,
-                dnsName=f"{physical}-{short[:10]}.{self.region}.elb.amazonaws.com",
+                dnsName=f"{physical}-{short[:10]}.{self.region}.elb.{self.dns_suffix}",
                 zoneId="Z35SXDOTRQ7X7K",
             )
             resource_id = state["arn"]
@@ -320,7 +392,7 @@ class AwsMocks(Mocks):
             state.update(
                 arn=self._arn("ecr", f"repository/{physical}"),
                 name=physical,
-                repositoryUrl=f"{MOCK_ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{physical}",
+                repositoryUrl=f"{MOCK_ACCOUNT_ID}.dkr.ecr.{self.region}.{self.dns_suffix}/{physical}",
                 registryId=MOCK_ACCOUNT_ID,
             )
         elif typ == "aws:ecs/cluster:Cluster":
@@ -356,7 +428,7 @@ class AwsMocks(Mocks):
         if invoke == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": MOCK_ACCOUNT_ID,
-                "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline",
+                "arn": self._arn("iam", "user/offline", region=False),
                 "userId": "AIDAOFFLINEOFFLINE",
                 "id": MOCK_ACCOUNT_ID,
             }
@@ -368,25 +440,25 @@ class AwsMocks(Mocks):
                 "name": region,
                 "region": region,
                 "id": region,
-                "endpoint": f"ec2.{region}.amazonaws.com",
+                "endpoint": f"ec2.{region}.{self.dns_suffix}",
                 "description": region,
             }
         if invoke == "aws:index/getPartition:getPartition":
             return {
-                "partition": "aws",
-                "dnsSuffix": "amazonaws.com",
-                "id": "aws",
-                "reverseDnsPrefix": "com.amazonaws",
+                "partition": self.partition,
+                "dnsSuffix": self.dns_suffix,
+                "id": self.partition,
+                "reverseDnsPrefix": self.reverse_dns_prefix,
             }
         if invoke == "aws:elb/getServiceAccount:getServiceAccount":
             # The us-east-1 ELB log delivery account; the value only has to look right here.
-            return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
+            return {"arn": f"arn:{self.partition}:iam::127311923021:root", "id": "127311923021"}
         if invoke == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             return {
                 "authorizationToken": rpc.wrap_rpc_secret(SECRET_SENTINEL + "ecr-token"),
                 "password": rpc.wrap_rpc_secret(SECRET_SENTINEL + "ecr-password"),
                 "userName": "AWS",
-                "proxyEndpoint": f"https://{MOCK_ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
+                "proxyEndpoint": f"https://{MOCK_ACCOUNT_ID}.dkr.ecr.{region}.{self.dns_suffix}",
                 "expiresAt": "2030-01-01T00:00:00Z",
                 "id": region,
             }
@@ -451,7 +523,7 @@ def _run_in_fresh_runtime(graph: ResourceGraph, program: Path) -> None:
     try:
         region = str(graph.config.get("aws:region", "us-east-1"))
         mocks = AwsMocks(graph.stack, region)
-        monitor = MockMonitor(mocks)
+        monitor = RecordingMonitor(mocks)
         pulumi.runtime.set_all_config({key: _runtime_config_value(v) for key, v in graph.config.items()}, [])
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=graph.stack, preview=False, monitor=monitor)
         # Not set by set_mocks: without these, two runs would share one set of pending outputs.
@@ -492,21 +564,23 @@ async def _resolve_outputs(exports: dict[str, Any]) -> dict[str, Any]:
 
 
 def _collect(
-    mocks: AwsMocks, monitor: MockMonitor, observed: dict[tuple[str, str], Any]
+    mocks: AwsMocks, monitor: RecordingMonitor, observed: dict[tuple[str, str], Any]
 ) -> list[RegisteredResource]:
     urns = {}
     for urn in monitor.resources:
         qualified_type, name = urn.split("::")[2:4]
         urns[(qualified_type.split("$")[-1], name)] = urn
     resources = []
-    for args, resource_id, _state in mocks.registrations:
+    for args, resource_id, state in mocks.registrations:
         resource, parent = observed.get((args.typ, args.name), (None, None))
         parent_key = (parent._type, parent._name) if parent is not None else None
+        urn = urns.get((args.typ, args.name), "")
+        dependencies, property_dependencies = monitor.dependencies.get(urn, (frozenset(), {}))
         resources.append(
             RegisteredResource(
                 type=args.typ,
                 name=args.name,
-                urn=urns.get((args.typ, args.name), ""),
+                urn=urn,
                 id=resource_id or None,
                 inputs=_to_graph_value(args.inputs),
                 parent_urn=urns.get(parent_key) if parent_key else None,
@@ -514,6 +588,9 @@ def _collect(
                 protect=bool(getattr(resource, "_protect", False)),
                 provider=args.provider or None,
                 custom=bool(args.custom),
+                dependencies=dependencies,
+                property_dependencies=property_dependencies,
+                arn=_plain(state.get("arn")) if args.custom else None,
             )
         )
     return resources

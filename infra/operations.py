@@ -29,7 +29,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.compute.spec import CPU_ARCHITECTURE, RUN_AS_USER, SCRATCH_PATH
-from infra.identity import create_execution_role
+from infra.identity import PolicedRole, create_execution_role
 from infra.settings import MaintenanceSettings
 from infra.tags import child_opts
 from server import contract
@@ -72,6 +72,9 @@ class OperationsArgs:
     settings: MaintenanceSettings = field(default_factory=MaintenanceSettings)  # when, how much
     ecr_repository_arn: pulumi.Input[str] | None = None  # grant pulls only from this repository
     permissions_boundary_arn: str | None = None
+    # The resource behind log_group_name when this stack creates it: ECS refuses to start a task
+    # whose awslogs group does not exist yet, so the task definition waits for it.
+    log_group: pulumi.Resource | None = None
     # Read-only root filesystem with a task volume at /tmp: needs the image to declare
     # `VOLUME /tmp` (infra.compute.image.image_can_run_read_only), like the server's task.
     read_only_root: bool = True
@@ -295,7 +298,7 @@ class Operations(pulumi.ComponentResource):
             permissions_boundary=args.permissions_boundary_arn,
             opts=child,
         )
-        aws.iam.RolePolicy(
+        task_policy_resource = aws.iam.RolePolicy(
             f"{name}-task-policy",
             role=task_role.id,
             policy=pulumi.Output.from_input(args.lock_table_arn).apply(task_policy),
@@ -335,10 +338,12 @@ class Operations(pulumi.ComponentResource):
                 operating_system_family="LINUX", cpu_architecture=CPU_ARCHITECTURE
             ),
             execution_role_arn=execution_role.arn,
-            task_role_arn=task_role.arn,
+            task_role_arn=PolicedRole(task_role, task_policy_resource).arn,
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if args.read_only_root else [],
             container_definitions=definitions,
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[args.log_group] if args.log_group else [])
+            ),
         )
 
         scheduler_trust = pulumi.Output.from_input(args.account_id).apply(
@@ -352,7 +357,7 @@ class Operations(pulumi.ComponentResource):
             permissions_boundary=args.permissions_boundary_arn,
             opts=child,
         )
-        aws.iam.RolePolicy(
+        scheduler_policy_resource = aws.iam.RolePolicy(
             f"{name}-scheduler-policy",
             role=scheduler_role.id,
             # Role ARNs from their fixed names (path "/"), like identity.py's log group ARNs.
@@ -379,7 +384,9 @@ class Operations(pulumi.ComponentResource):
             flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
             target=aws.scheduler.ScheduleTargetArgs(
                 arn=args.cluster_arn,
-                role_arn=scheduler_role.arn,
+                # Scheduler checks at invocation, but a schedule created before its role can pass
+                # the task's roles would fail its first run.
+                role_arn=PolicedRole(scheduler_role, scheduler_policy_resource).arn,
                 ecs_parameters=aws.scheduler.ScheduleTargetEcsParametersArgs(
                     task_definition_arn=task_definition.arn,
                     launch_type="FARGATE",

@@ -63,7 +63,8 @@ def build_platform(settings: Settings) -> Platform:
     with_provider = pulumi.ResourceOptions(providers=[provider])
     invoke_opts = pulumi.InvokeOutputOptions(provider=provider)
     caller = aws.get_caller_identity_output(opts=invoke_opts)
-    partition = aws.get_partition_output(opts=invoke_opts).partition
+    partition_info = aws.get_partition_output(opts=invoke_opts)
+    partition = partition_info.partition
     prefix = settings.name_prefix
 
     network = Network(
@@ -71,6 +72,7 @@ def build_platform(settings: Settings) -> Platform:
         NetworkArgs(
             settings=settings.network,
             region=settings.region,
+            service_name_prefix=partition_info.reverse_dns_prefix,
             permissions_boundary_arn=settings.permissions_boundary_arn,
         ),
         opts=with_provider,
@@ -119,7 +121,12 @@ def build_platform(settings: Settings) -> Platform:
             ecr_repository_name,
         )
     else:
-        ecr_repository_arn = ecr_repository_arn_for_image(settings.server.image)
+        image = settings.server.image
+        ecr_repository_arn = (
+            partition.apply(lambda name: ecr_repository_arn_for_image(image, name))
+            if ecr_repository_arn_for_image(image, "aws") is not None
+            else None
+        )
     identity = Identity(
         f"{prefix}-identity",
         IdentityArgs(
@@ -148,8 +155,11 @@ def build_platform(settings: Settings) -> Platform:
         ServerImageArgs(
             repository_name=ecr_repository_name,
             prebuilt_image=settings.server.image,
-            # dev stacks are torn down and rebuilt; elsewhere pushed images outlive `destroy`.
-            force_delete_repository=settings.environment == "dev",
+            # Every environment: the stack's images are rebuilt from the commit (the tag is the
+            # source hash), and a repository kept by `destroy` would make the next `up` fail with
+            # RepositoryAlreadyExistsException. Images meant to outlive a stack are prebuilt into a
+            # repository of their own (`make image`) and set as server.image.
+            force_delete_repository=True,
         ),
         opts=with_provider,
     )
@@ -178,7 +188,7 @@ def build_platform(settings: Settings) -> Platform:
             spec=spec,
             region=settings.region,
             vpc_id=network.vpc_id,
-            private_subnet_ids=network.private_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids_routed,
             load_balancer_security_group_id=load_balancer.security_group_id,
             target_group_arn=load_balancer.target_group_arn,
             request_count_resource_label=pulumi.Output.concat(
@@ -204,6 +214,7 @@ def build_platform(settings: Settings) -> Platform:
         f"{prefix}-monitoring",
         MonitoringArgs(
             account_id=caller.account_id,
+            partition=partition,
             alb_arn_suffix=load_balancer.arn_suffix,
             target_group_arn_suffix=load_balancer.target_group_arn_suffix,
             ecs_cluster_name=compute.cluster_name,
@@ -235,7 +246,7 @@ def build_platform(settings: Settings) -> Platform:
                 partition=partition,
                 cluster_arn=compute.cluster_arn,
                 task_image=server_image.image_ref,
-                subnet_ids=network.private_subnet_ids,
+                subnet_ids=network.private_subnet_ids_routed,
                 # The service's security group: it already reaches PostgreSQL (the only group the
                 # database admits, see the policy pack's database-ingress-from-service-only) and
                 # HTTPS; the task listens on nothing, so the group's one ingress rule is moot.
@@ -253,6 +264,7 @@ def build_platform(settings: Settings) -> Platform:
                     contract.DB_SSLMODE.name: DB_SSLMODE,
                 },
                 log_group_name=settings.log_group_name,
+                log_group=compute.log_group,
                 lock_table_name=locks.table_name,
                 lock_table_arn=locks.table_arn,
                 settings=settings.maintenance,

@@ -13,6 +13,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from infra.ordering import ready_when
 from infra.tags import child_opts
 
 # RDS rejects '/', '@', '"' and spaces in a master password; the entrypoint URL-quotes the rest.
@@ -88,19 +89,25 @@ class Secrets(pulumi.ComponentResource):
         def store(role: str, description: str, value: pulumi.Output[str]) -> pulumi.Output[str]:
             secret = aws.secretsmanager.Secret(
                 f"{name}-{role}",
-                name=f"{args.secret_name_prefix}/{role}",
+                # A prefix, not a fixed name: a deleted secret keeps its name for the recovery
+                # window, so `destroy` then `up` of a staging/prod stack would fail with "a secret
+                # with this name is already scheduled for deletion" for up to 30 days. The provider
+                # appends a unique suffix; everything finds the secret by ARN.
+                name_prefix=f"{args.secret_name_prefix}/{role}-",
                 description=description,
                 kms_key_id=key.arn,
                 recovery_window_in_days=args.recovery_window_days,
                 opts=child_opts(self),
             )
-            aws.secretsmanager.SecretVersion(
+            version = aws.secretsmanager.SecretVersion(
                 f"{name}-{role}-version",
                 secret_id=secret.id,
                 secret_string=pulumi.Output.secret(value),
                 opts=child_opts(self, additional_secret_outputs=["secret_string"]),
             )
-            return secret.arn
+            # Consumers (task definitions) must wait for the value, not only the empty secret: a task
+            # started in between fails with "ResourceInitializationError: ... secret has no value".
+            return ready_when(secret.arn, version.id)
 
         self.db_password_secret_arn = store("db-password", "PostgreSQL master password", db_password.result)
         self.admin_password_secret_arn = store(

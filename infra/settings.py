@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -118,6 +119,22 @@ PROD_GUARDS: tuple[str, ...] = (
 MIN_PROD_BACKUP_DAYS = 7
 MIN_OVERRIDE_REASON_CHARS = 10
 
+# S3 storage classes whose objects GetObject reads at once, and those that need a RestoreObject
+# first ("Understanding archival storage in S3 Glacier Flexible Retrieval and S3 Glacier Deep
+# Archive", S3 User Guide: objects in these classes "are not available for real-time access").
+# The registry points at artifacts for as long as a model version exists, so artifacts may only
+# ever move to a class that stays instantly readable. STANDARD_IA is the first transition.
+INSTANT_ARCHIVE_STORAGE_CLASSES: tuple[str, ...] = ("GLACIER_IR", "INTELLIGENT_TIERING")
+ARCHIVED_STORAGE_CLASSES: tuple[str, ...] = ("GLACIER", "DEEP_ARCHIVE")
+# Keys an earlier version of the kit accepted: the fix their "unknown key" error names.
+RENAMED_KEYS: dict[str, str] = {
+    "glacierAfterDays": "it was renamed archiveAfterDays; artifacts now move to archiveStorageClass "
+    "(default GLACIER_IR), because GLACIER objects cannot be downloaded without a restore",
+}
+# RDS: "the maximum storage threshold must be at least 10 percent more than the current allocated
+# storage" ("Managing capacity automatically with Amazon RDS storage autoscaling", RDS User Guide).
+RDS_MAX_STORAGE_RATIO = 1.1
+
 
 class _Section(BaseModel):
     """Base for every settings model: immutable, unknown keys rejected, camelCase YAML keys."""
@@ -216,11 +233,29 @@ class ArtifactSettings(_Section):
 
     prefix: str = Field("mlflow-artifacts", description="key prefix the server writes artifacts under")
     ia_after_days: int = Field(90, ge=30, description="move artifacts to STANDARD_IA after")
-    glacier_after_days: int = Field(365, ge=1, description="move artifacts to GLACIER after")
+    archive_after_days: int = Field(365, ge=1, description="move artifacts to archiveStorageClass after")
+    archive_storage_class: str = Field(
+        "GLACIER_IR",
+        description="storage class of old artifacts: GLACIER_IR or INTELLIGENT_TIERING (instantly readable; "
+        "GLACIER and DEEP_ARCHIVE are refused)",
+    )
     tmp_expire_days: int = Field(7, ge=1, description="delete objects under tmp/ after")
     abort_multipart_days: int = Field(7, ge=1, description="abort incomplete multipart uploads after")
     noncurrent_expire_days: int = Field(7, ge=1, description="delete overwritten/deleted versions after")
     force_destroy: bool = Field(False, description="let `pulumi destroy` delete a non-empty bucket")
+
+    @field_validator("archive_storage_class")
+    @classmethod
+    def _archive_storage_class(cls, value: str) -> str:
+        if value in ARCHIVED_STORAGE_CLASSES:
+            raise ValueError(
+                f"{value} objects must be restored before GetObject works (it answers InvalidObjectState), "
+                "so downloads of old artifacts, loading an old model version and rolling back to it would "
+                f"fail; use {' or '.join(INSTANT_ARCHIVE_STORAGE_CLASSES)}"
+            )
+        if value not in INSTANT_ARCHIVE_STORAGE_CLASSES:
+            raise ValueError(f"must be one of {', '.join(INSTANT_ARCHIVE_STORAGE_CLASSES)}")
+        return value
 
     @field_validator("prefix")
     @classmethod
@@ -628,6 +663,9 @@ def _problem(key: str, what: str, fix: str) -> str:
 
 def _fix_for(error: Mapping[str, Any], model: type[BaseModel], field: str | None) -> str:
     kind = error["type"]
+    renamed = RENAMED_KEYS.get(str(error["loc"][0])) if error.get("loc") else None
+    if kind == "extra_forbidden" and renamed:
+        return renamed
     if kind == "extra_forbidden":
         valid = ", ".join(info.alias or name for name, info in model.model_fields.items())
         return f"remove it or fix the spelling; valid keys: {valid}"
@@ -976,30 +1014,37 @@ def _network_shape(ctx: dict[str, Any]) -> list[str]:
     return problems
 
 
+def min_max_allocated_storage_gb(allocated_storage_gb: int) -> int:
+    """The smallest autoscaling ceiling RDS accepts for an allocation (10 % above, whole GiB)."""
+    return math.ceil(allocated_storage_gb * RDS_MAX_STORAGE_RATIO - 1e-9)
+
+
 def _storage(ctx: dict[str, Any]) -> list[str]:
     database: DatabaseSettings = ctx["database"]
-    if database.max_allocated_storage_gb > database.allocated_storage_gb:
+    minimum = min_max_allocated_storage_gb(database.allocated_storage_gb)
+    if database.max_allocated_storage_gb >= minimum:
         return []
     return [
         _problem(
             "database.maxAllocatedStorageGb",
-            f"{database.max_allocated_storage_gb} must be above allocatedStorageGb "
-            f"{database.allocated_storage_gb} for storage autoscaling",
-            "raise maxAllocatedStorageGb",
+            f"{database.max_allocated_storage_gb} is less than 10 % above allocatedStorageGb "
+            f"{database.allocated_storage_gb}; RDS refuses a storage autoscaling ceiling below "
+            f"{RDS_MAX_STORAGE_RATIO} x the allocation (InvalidParameterCombination)",
+            f"set maxAllocatedStorageGb to at least {minimum}",
         )
     ]
 
 
 def _lifecycle_order(ctx: dict[str, Any]) -> list[str]:
     artifacts: ArtifactSettings = ctx["artifacts"]
-    if artifacts.glacier_after_days >= artifacts.ia_after_days + 30:
+    if artifacts.archive_after_days >= artifacts.ia_after_days + 30:
         return []
     return [
         _problem(
-            "artifacts.glacierAfterDays",
-            f"{artifacts.glacier_after_days} is less than 30 days after iaAfterDays "
+            "artifacts.archiveAfterDays",
+            f"{artifacts.archive_after_days} is less than 30 days after iaAfterDays "
             f"{artifacts.ia_after_days}; S3 requires 30 days in STANDARD_IA before the next transition",
-            f"set glacierAfterDays to at least {artifacts.ia_after_days + 30}",
+            f"set archiveAfterDays to at least {artifacts.ia_after_days + 30}",
         )
     ]
 

@@ -237,6 +237,7 @@ def build_edge(
         MonitoringArgs(
             **{
                 "account_id": ACCOUNT_ID,
+                "partition": "aws",
                 "alb_arn_suffix": edge.arn_suffix,
                 "target_group_arn_suffix": edge.target_group_arn_suffix,
                 "ecs_cluster_name": compute.cluster_name,

@@ -144,7 +144,10 @@ def test_prod_is_protected(stack_graph):
     assert db.get("deletionProtection") is True
     assert db.protect is True
     assert db.get("skipFinalSnapshot") is False
-    assert db.get("finalSnapshotIdentifier") == "mlflow-prod-db-final"
+    # A suffix per instance (a RandomId), so a second stack's delete never hits DBSnapshotAlreadyExists.
+    assert re.fullmatch(r"mlflow-prod-db-final-[0-9a-f]{8}", db.get("finalSnapshotIdentifier"))
+    suffix = graph.one("random:index/randomId:RandomId", parent=db.parent_name)
+    assert suffix.urn in db.property_dependencies["finalSnapshotIdentifier"]
     assert db.get("backupRetentionPeriod") >= 7
     assert db.get("applyImmediately") is False
     bucket = graph.one(BUCKET, parent=component(graph, "artifacts"))
@@ -251,7 +254,7 @@ def test_lifecycle_rules_and_day_counts(stack_graph):
     assert tiering["filter"]["prefix"] == "mlflow-artifacts/"
     assert [(t["storageClass"], t["days"]) for t in tiering["transitions"]] == [
         ("STANDARD_IA", 90),
-        ("GLACIER", 365),
+        ("GLACIER_IR", 365),
     ]
     assert rules["tmp-expiry"]["filter"]["prefix"] == "tmp/"
     assert rules["tmp-expiry"]["expiration"]["days"] == 7
@@ -274,7 +277,7 @@ def test_every_lifecycle_age_is_configurable_per_stack():
     ages = {
         "prefix": "models",
         "iaAfterDays": 45,
-        "glacierAfterDays": 200,
+        "archiveAfterDays": 200,
         "tmpExpireDays": 2,
         "abortMultipartDays": 3,
         "noncurrentExpireDays": 11,

@@ -185,7 +185,7 @@ def test_task_roles_trust_only_ecs_tasks_of_this_account(stack_graph, stack):
     ],
 )
 def test_ecr_repository_of_an_image(image, arn):
-    assert ecr_repository_arn_for_image(image) == arn
+    assert ecr_repository_arn_for_image(image, "aws") == arn
 
 
 def test_parliament_flags_the_mistakes_this_suite_guards_against():

@@ -100,7 +100,7 @@ def test_mocks_answer_like_aws(stack_graph):
         r"mlflow-dev-db\.c[0-9a-f]{10}\.us-east-1\.rds\.amazonaws\.com", graph.outputs["db_endpoint"]
     )
     assert re.fullmatch(
-        rf"arn:aws:secretsmanager:us-east-1:{MOCK_ACCOUNT_ID}:secret:mlflow-stack/dev/db-password-[0-9a-f]{{6}}",
+        rf"arn:aws:secretsmanager:us-east-1:{MOCK_ACCOUNT_ID}:secret:mlflow-stack/dev/db-password-[0-9a-f]{{26}}-[0-9a-f]{{6}}",
         graph.outputs["db_password_secret_arn"],
     )
     assert graph.outputs["runtime_role_arn"] == f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/mlflow-dev-server-task"

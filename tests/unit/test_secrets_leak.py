@@ -71,14 +71,15 @@ def test_secrets_are_encrypted_with_their_own_key(stack_graph, stack):
     secrets_component = graph.one("mlflow-stack:secrets:Secrets").name
     key = graph.one("aws:kms/key:Key", parent=secrets_component)
     secrets = graph.of_type("aws:secretsmanager/secret:Secret", parent=secrets_component)
-    assert sorted(s.get("name").rsplit("/", 1)[-1] for s in secrets) == [
+    # Name prefixes (the provider appends a unique suffix, see infra/secrets.py).
+    assert sorted(s.get("namePrefix").rsplit("/", 1)[-1].removesuffix("-") for s in secrets) == [
         "admin-password",
         "db-password",
         "flask-secret-key",
     ]
     for secret in secrets:
         assert secret.get("kmsKeyId").endswith(f"key/{key.id}")
-        assert secret.get("name").startswith(f"mlflow-stack/{stack}/")
+        assert secret.get("namePrefix").startswith(f"mlflow-stack/{stack}/")
 
 
 def test_generated_passwords_are_strong(stack_graph):

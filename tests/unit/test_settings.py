@@ -203,7 +203,7 @@ def test_every_problem_in_one_message():
         server={"cpu": 300, "keepaliveSeconds": 30},
         loadBalancer={"idleTimeoutSeconds": 60},
         database={"multiAz": False},
-        artifacts={"glacierAfterDays": 100},
+        artifacts={"archiveAfterDays": 100},
         surprise=1,
     )
     text = str(error)
@@ -214,7 +214,7 @@ def test_every_problem_in_one_message():
         "server.cpu",
         "server.keepaliveSeconds",
         "database.multiAz",
-        "artifacts.glacierAfterDays",
+        "artifacts.archiveAfterDays",
         "surprise",
     ):
         assert f"mlflow-stack:{key}" in text, key
