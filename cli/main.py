@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.preview",
     "cli.backend",
     "cli.doctor",
+    "cli.deployer_policy",
 )
 
 
