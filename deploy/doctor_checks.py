@@ -70,7 +70,7 @@ def check_service_linked_role(role: str, ctx: DoctorContext) -> CheckResult:
         # https://docs.aws.amazon.com/IAM/latest/UserGuide/using-service-linked-roles.html
         return warn(
             check,
-            f"{role} does not exist yet; {principal.split('.')[0]} creates it on first use if the deployer "
+            f"{role} does not exist yet; {principal} creates it on first use if the deployer "
             "is allowed iam:CreateServiceLinkedRole",
             f"allow iam:CreateServiceLinkedRole for {principal}, or create it once: "
             f"aws iam create-service-linked-role --aws-service-name {principal}",
