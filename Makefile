@@ -8,7 +8,7 @@ UV := $(VENV)-tools/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: install up down status smoke test test-unit test-integration lint lock bench
+.PHONY: install up down status smoke test test-unit test-integration lint lock bench image
 
 # uv itself is bootstrapped from PyPI into a private tools venv when it is not installed.
 $(VENV)-tools/bin/uv:
@@ -53,6 +53,11 @@ lint: install
 bench: install
 	$(RUN)/python -m bench.bench_load
 	$(RUN)/python -m bench.bench_cleanup
+
+## image: build server/Dockerfile for linux/arm64, push it to ECR and print the stack's server.image
+## (REGION=us-east-1, IMAGE_ARGS="--dry-run --account-id 123456789012" to only print the recipe)
+image: install
+	$(RUN)/mlflow-stack image build $(if $(REGION),--region $(REGION)) $(IMAGE_ARGS)
 
 ## lock: re-resolve dependencies and re-export the server image's pinned requirements
 lock: | $(UV)

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.backend",
     "cli.doctor",
     "cli.deployer_policy",
+    "cli.image",
 )
 
 
