@@ -309,9 +309,24 @@ def test_the_staging_image_is_what_the_recipe_prints(capsys: pytest.CaptureFixtu
         if line.startswith("server.image: ")
     ]
     recorded = load_stack_config("staging")["mlflow-stack:server"]["image"]
+    # File modes are part of the build context (and of the image): git records only the x bit, the
+    # rest comes from the umask of whoever checked out. Say so when that is the likely difference.
+    writable = [
+        relative
+        for relative, path in stack_image.context_files(
+            stack_image.REPO_ROOT, stack_image.context_ignore_patterns()
+        )
+        if path.lstat().st_mode & 0o022
+    ]
+    hint = (
+        f" Note: {len(writable)} files of the build context are group/other-writable (e.g. {writable[0]}; "
+        "a checkout under umask 002?); the recorded tag was made from a checkout with umask 022."
+        if writable
+        else ""
+    )
     assert recorded == printed, (
         f"stacks/Pulumi.staging.yaml server.image is {recorded}, but this checkout's image is {printed}: "
         "something the image carries changed (server/, lifecycle/, cli/, server/Dockerfile or its "
-        f"dockerignore). Re-run `{STAGING_COMMAND}` and paste its server.image line into "
-        "stacks/Pulumi.staging.yaml."
+        f"dockerignore, a file mode). Re-run `{STAGING_COMMAND}` and paste its server.image line into "
+        f"stacks/Pulumi.staging.yaml.{hint}"
     )
