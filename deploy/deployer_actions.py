@@ -44,6 +44,9 @@ APP_AUTOSCALING = "app-autoscaling"  # scalable targets of this account and regi
 
 ActionTable = Mapping[str, Mapping[str, tuple[str, ...]]]
 
+# The final snapshot `destroy` takes: granted only for an instance configured to take one.
+FINAL_SNAPSHOT_ACTION = "rds:CreateDBSnapshot"
+
 _EC2_TAGS = ("ec2:CreateTags", "ec2:DeleteTags")
 _RDS_TAGS = ("rds:AddTagsToResource", "rds:RemoveTagsFromResource", "rds:ListTagsForResource")
 _ELB_TAGS = ("elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags")
@@ -316,7 +319,7 @@ TYPE_ACTIONS: ActionTable = {
             "rds:ModifyDBInstance",
             "rds:DeleteDBInstance",
             "rds:DescribeDBInstances",
-            "rds:CreateDBSnapshot",  # the final snapshot `destroy` takes
+            FINAL_SNAPSHOT_ACTION,
             *_RDS_TAGS,
         ),
         UNSCOPED: ("rds:DescribeDBEngineVersions",),

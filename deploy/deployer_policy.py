@@ -10,7 +10,9 @@ name), and each group of actions gets the narrowest Resource this stack allows:
 - iam:PassRole names exactly the stack's roles, each for the service its trust policy names
   (iam:PassedToService); iam:CreateServiceLinkedRole only the services the stack's resources need
   (iam:AWSServiceName); a stack with a permissions boundary may only create roles under it;
-- actions with no resource-level permissions get `Resource: "*"` in one statement of their own.
+- actions with no resource-level permissions get `Resource: "*"` in one statement of their own;
+- the deployer writes the buckets' policies, so it is explicitly denied their objects (a bucket
+  policy could otherwise grant them to it).
 
 The documents are split to fit IAM's managed policy size, 6,144 characters not counting white space
 (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html); a role may have 10
@@ -73,6 +75,9 @@ SCOPE_SIDS: Mapping[str, str] = {
 # boundary configured, both must name it (iam:PermissionsBoundary), and removing it is not granted.
 BOUNDARY_ACTIONS = ("iam:CreateRole", "iam:PutRolePermissionsBoundary")
 BOUNDARY_REMOVAL = "iam:DeleteRolePermissionsBoundary"
+DENY_OBJECT_ACCESS_SID = "NoObjectAccessThroughBucketPolicies"
+DENIED_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject")
+S3_STATEMENT_SIDS = frozenset({"StackBuckets", "StackBucketObjects", DENY_OBJECT_ACCESS_SID})
 
 
 class DeployerPolicyError(ValueError):
@@ -185,16 +190,25 @@ def split_documents(
     statements: list[dict[str, Any]], limit: int = MANAGED_POLICY_MAX_CHARS
 ) -> list[dict[str, Any]]:
     """Pack statements, in order, into as few documents of at most `limit` characters as first-fit
-    finds; a statement too large on its own is split by its actions. Same input, same documents."""
-    pieces = [piece for statement in statements for piece in _fit(statement, limit)]
+    finds; a statement too large on its own is split by its actions. Same input, same documents.
+    The S3 statements travel together: a document that lets the deployer write a bucket's policy
+    or lifecycle without the object grants and denial beside it reads as a privilege escalation."""
+    units: list[list[dict[str, Any]]] = []
+    together = [statement for statement in statements if statement["Sid"] in S3_STATEMENT_SIDS]
+    for statement in statements:
+        if statement["Sid"] not in S3_STATEMENT_SIDS:
+            units += [[piece] for piece in _fit(statement, limit)]
+        elif statement is together[0]:
+            fits = policy_size(_document(together)) <= limit
+            units += [together] if fits else [[piece] for s in together for piece in _fit(s, limit)]
     documents: list[list[dict[str, Any]]] = []
-    for piece in pieces:
+    for unit in units:
         for statements_so_far in documents:
-            if policy_size(_document([*statements_so_far, piece])) <= limit:
-                statements_so_far.append(piece)
+            if policy_size(_document([*statements_so_far, *unit])) <= limit:
+                statements_so_far.extend(unit)
                 break
         else:
-            documents.append([piece])
+            documents.append(list(unit))
     return [_document(document) for document in documents]
 
 
@@ -277,10 +291,19 @@ class _StackArns:
             table.UNSCOPED: ["*"],
             table.EC2: [self.arn("ec2", "*")],
             table.ELB: [
+                # loadbalancer/app/<name>/<id>, listener/app/<name>/<lb id>/<id>, listener-rule/...
+                # The listener actions' reference entry marks listener/app and listener/net both
+                # required (parliament checks each): no load balancer of another type can have
+                # the ALB's name, so listener/net/<name>/... matches nothing that exists.
                 *(
-                    self.arn("elasticloadbalancing", f"{kind}/app/{lb}/*")
+                    self.arn("elasticloadbalancing", f"{kind}/{lb}/{ids}")
                     for lb in load_balancers
-                    for kind in ("loadbalancer", "listener", "listener-rule")
+                    for kind, ids in (
+                        ("loadbalancer/app", "*"),
+                        ("listener/app", "*/*"),
+                        ("listener/net", "*/*"),
+                        ("listener-rule/app", "*/*/*"),
+                    )
                 ),
                 *(
                     self.arn("elasticloadbalancing", f"targetgroup/{tg}/*")
@@ -348,16 +371,25 @@ class _StackArns:
             patterns.add(f"{name.rsplit('/', 1)[0]}/*" if "/" in name else f"{name}-??????")
         return sorted(patterns)
 
-    def rds_arns(self) -> list[str]:
-        arns = []
+    def final_snapshots(self) -> list[str]:
+        """Names of the final snapshots `destroy` takes; infra/database.py suffixes them randomly,
+        so a name under the instance's identifier becomes `<identifier>-*`."""
+        patterns = []
         for instance in self.graph.of_type("aws:rds/instance:Instance"):
             identifier = self.name(instance, "identifier")
-            arns.append(self.arn("rds", f"db:{identifier}"))
-            # The final snapshot `destroy` takes; infra/database.py suffixes its name randomly.
             final_snapshot = instance.get("finalSnapshotIdentifier")
-            if final_snapshot:
-                pattern = f"{identifier}-*" if final_snapshot.startswith(f"{identifier}-") else final_snapshot
-                arns.append(self.arn("rds", f"snapshot:{pattern}"))
+            if final_snapshot and not instance.get("skipFinalSnapshot"):
+                patterns.append(
+                    f"{identifier}-*" if final_snapshot.startswith(f"{identifier}-") else final_snapshot
+                )
+        return patterns
+
+    def rds_arns(self) -> list[str]:
+        arns = [
+            self.arn("rds", f"db:{self.name(instance, 'identifier')}")
+            for instance in self.graph.of_type("aws:rds/instance:Instance")
+        ]
+        arns += [self.arn("rds", f"snapshot:{pattern}") for pattern in self.final_snapshots()]
         arns += [self.arn("rds", f"subgrp:{n}") for n in self.names("aws:rds/subnetGroup:SubnetGroup")]
         arns += [self.arn("rds", f"pg:{n}") for n in self.names("aws:rds/parameterGroup:ParameterGroup")]
         return arns
@@ -416,6 +448,8 @@ class _StackArns:
         resources = self.scope_resources()
         conditions = self.conditions()
         boundary = self.permissions_boundary()
+        if table.RDS in by_scope and not self.final_snapshots():
+            by_scope[table.RDS].discard(table.FINAL_SNAPSHOT_ACTION)
         if boundary is not None and table.IAM_ROLE in by_scope:
             by_scope[table.IAM_ROLE] -= {*BOUNDARY_ACTIONS, BOUNDARY_REMOVAL}
         statements = [
@@ -432,10 +466,21 @@ class _StackArns:
                     {"StringEquals": {"iam:PermissionsBoundary": boundary}},
                 )
             )
+        if table.S3_BUCKET in by_scope:
+            statements.append(self.object_access_denial(resources[table.S3_OBJECT]))
         statements += self.pass_role_statements()
         statements += self.service_linked_role_statements()
         statements += self.backend_statements()
         return statements
+
+    @staticmethod
+    def object_access_denial(object_arns: list[str]) -> dict[str, Any]:
+        """The deployer writes the stack's bucket policies (s3:PutBucketPolicy), so it could grant
+        itself the artifacts; an explicit deny in an identity policy wins over any bucket policy's
+        allow (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html).
+        Pulumi never reads or writes objects: `destroy` only lists and deletes them."""
+        statement = _statement(DENY_OBJECT_ACCESS_SID, DENIED_OBJECT_ACTIONS, object_arns)
+        return {**statement, "Effect": "Deny"}
 
     def permissions_boundary(self) -> str | None:
         """The boundary every role of the stack carries, or None (none, or not the same on all)."""
