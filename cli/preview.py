@@ -90,6 +90,9 @@ def analyzed_resources(graph: Any) -> list[Any]:
                 parent=r.parent_urn,
                 protect=r.protect,
                 provider=provider,
+                # What the engine sends too: rules that judge creation order need them.
+                dependencies=tuple(sorted(r.dependencies)),
+                property_dependencies={k: tuple(sorted(v)) for k, v in r.property_dependencies.items()},
             )
         )
     return analyzed

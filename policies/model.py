@@ -10,6 +10,7 @@ pulumi_policy's unknown-checking proxies, so touching an unknown value raises th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -147,9 +148,13 @@ def known_items(values: Any) -> list[Any]:
     return found
 
 
+_BUCKET_ARN = re.compile(r"arn:aws[a-z-]*:s3:::(?P<bucket>[^/]+)")
+
+
 def _arn_names(value: str, wanted: set[str]) -> bool:
-    # A bucket ARN ("arn:aws:s3:::name") refers to the bucket called "name".
-    return value.startswith("arn:aws:s3:::") and value.removeprefix("arn:aws:s3:::") in wanted
+    # A bucket ARN ("arn:<partition>:s3:::name") refers to the bucket called "name".
+    match = _BUCKET_ARN.fullmatch(value)
+    return match is not None and match["bucket"] in wanted
 
 
 def of_type(resources: Iterable[Resource], *types: str) -> list[Resource]:

@@ -1,4 +1,4 @@
-"""MLflow itself: basic-auth on, and prod served by several autoscaled replicas."""
+"""MLflow itself: basic-auth on, prod served by several autoscaled replicas, artifacts readable."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from typing import Any
 
 from policies.model import Context, Resource, Violation, as_list, known, of_type, shown
 from policies.rules.ecs import SERVICE, TASK_DEFINITIONS, containers
+from policies.rules.s3 import LIFECYCLE, enabled_rules
 from policies.spec import ENVIRONMENT_PROPERTY, Rule
 
 SCALABLE_TARGET = "aws:appautoscaling/target:Target"
+# S3 classes GetObject cannot read without a RestoreObject first (S3 User Guide, "Understanding
+# archival storage in S3 Glacier Flexible Retrieval and S3 Glacier Deep Archive").
+NEEDS_RESTORE = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+# Where a server container is told to put artifacts: the kit's contract variable, or MLflow's flags.
+ARTIFACT_ENV = "MLFLOW_STACK_ARTIFACTS_DESTINATION"
+ARTIFACT_FLAGS = ("--artifacts-destination", "--default-artifact-root")
 SCALING_POLICY = "aws:appautoscaling/policy:Policy"
 DESIRED_COUNT = "ecs:service:DesiredCount"
 
@@ -110,6 +117,54 @@ def check_prod_replicas(resources: Sequence[Resource], ctx: Context) -> Iterable
                 )
 
 
+def artifact_destinations(resources: Sequence[Resource]) -> list[tuple[str, str]]:
+    """(bucket, key prefix) of every s3:// artifact location an MLflow server container is given."""
+    found = []
+    for task in of_type(resources, *TASK_DEFINITIONS):
+        for container in containers(task):
+            if not is_mlflow_server(container):
+                continue
+            values = [
+                e.get("value") for e in as_list(container.get("environment")) if e.get("name") == ARTIFACT_ENV
+            ]
+            words = _words(container)
+            values += [b for a, b in itertools.pairwise(words) if a in ARTIFACT_FLAGS]
+            values += [w.split("=", 1)[1] for w in words if w.split("=", 1)[0] in ARTIFACT_FLAGS and "=" in w]
+            for value in values:
+                if isinstance(value, str) and value.startswith("s3://"):
+                    bucket, _, prefix = value.removeprefix("s3://").partition("/")
+                    found.append((bucket, prefix.strip("/")))
+    return found
+
+
+def _overlaps(rule: Mapping[str, Any], prefix: str) -> bool:
+    """Whether a lifecycle rule's filter can match keys under `prefix` (no prefix: every key)."""
+    rule_filter = rule.get("filter") or {}
+    rule_prefix = (rule_filter.get("prefix") if isinstance(rule_filter, Mapping) else None) or ""
+    rule_prefix = rule_prefix or str(rule.get("prefix") or "")
+    return prefix.startswith(rule_prefix) or rule_prefix.startswith(prefix)
+
+
+def check_artifacts_readable(resources: Sequence[Resource], ctx: Context) -> Iterable[Violation]:
+    destinations = artifact_destinations(resources)
+    for config in of_type(resources, *LIFECYCLE):
+        bucket = known(config.props, "bucket")
+        prefixes = [prefix for name, prefix in destinations if name == bucket]
+        for rule in enabled_rules([config]):
+            if not any(_overlaps(rule, prefix) for prefix in prefixes):
+                continue
+            transitions = as_list(rule.get("transitions")) + as_list(rule.get("noncurrentVersionTransitions"))
+            for transition in transitions:
+                storage_class = transition.get("storageClass") if isinstance(transition, Mapping) else None
+                if storage_class in NEEDS_RESTORE:
+                    yield Violation(
+                        f"lifecycle rule {rule.get('id')} moves MLflow artifacts in bucket {bucket} to "
+                        f"{storage_class}; GetObject fails there until a restore, so old artifacts and "
+                        "registered model versions could no longer be downloaded or rolled back to",
+                        config.urn,
+                    )
+
+
 RULES = (
     Rule(
         name="mlflow-basic-auth",
@@ -134,5 +189,13 @@ RULES = (
             },
         },
         check_stack=check_prod_replicas,
+    ),
+    Rule(
+        name="mlflow-artifacts-instantly-readable",
+        description="Lifecycle rules never move an MLflow server's artifacts to a class needing a restore.",
+        enforcement="mandatory",
+        remediation="Transition artifacts only to STANDARD_IA, INTELLIGENT_TIERING or GLACIER_IR "
+        "(artifacts.archiveStorageClass), never GLACIER or DEEP_ARCHIVE.",
+        check_stack=check_artifacts_readable,
     ),
 )

@@ -1,5 +1,6 @@
 """Security groups: nothing open to the internet but the load balancer's 80/443, and the
-database reachable only from the MLflow service's security group."""
+database reachable only from the MLflow service's security group. Creation order: nothing that
+needs the internet gateway is created before it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 PUBLIC_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 DB_INSTANCE = "aws:rds/instance:Instance"
 ECS_SERVICE = "aws:ecs/service:Service"
+INTERNET_GATEWAY = "aws:ec2/internetGateway:InternetGateway"
+NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
+ELASTIC_IP = "aws:ec2/eip:Eip"
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,42 @@ def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Itera
             )
 
 
+def _created_after(resources: Sequence[Resource]) -> dict[str, set[str]]:
+    """urn -> every urn the engine creates before it (dependencies, transitively)."""
+    direct = {r.urn: set(r.dependencies) for r in resources}
+    closure: dict[str, set[str]] = {}
+    for urn in direct:
+        seen: set[str] = set()
+        pending = list(direct[urn])
+        while pending:
+            current = pending.pop()
+            if current not in seen:
+                seen.add(current)
+                pending.extend(direct.get(current, ()))
+        closure[urn] = seen
+    return closure
+
+
+def check_internet_gateway_first(resources: Sequence[Resource], ctx: Context) -> Iterable[Violation]:
+    gateways = of_type(resources, INTERNET_GATEWAY)
+    if not gateways:
+        return  # an existing VPC: its gateway is already attached
+    after = _created_after(resources)
+    public_nats = [n for n in of_type(resources, NAT_GATEWAY) if n.props.get("connectivityType") != "private"]
+    albs = [
+        lb
+        for lb in of_type(resources, *LOAD_BALANCERS)
+        if is_application(lb) and not truthy(lb.props.get("internal"))
+    ]
+    for resource in [*public_nats, *of_type(resources, ELASTIC_IP), *albs]:
+        if not any(gateway.urn in after[resource.urn] for gateway in gateways):
+            yield Violation(
+                f"{resource.name} can be created before the internet gateway is attached "
+                "(Gateway.NotAttached / InvalidSubnet on a first `pulumi up`)",
+                resource.urn,
+            )
+
+
 RULES = (
     Rule(
         name="no-public-ingress",
@@ -200,5 +240,13 @@ RULES = (
         enforcement="mandatory",
         remediation="Replace CIDR rules on the database group with one referencing the ECS service's group.",
         check_stack=check_database_ingress,
+    ),
+    Rule(
+        name="internet-gateway-first",
+        description="Elastic IPs, public NAT gateways and internet-facing ALBs depend on the VPC's "
+        "internet gateway.",
+        enforcement="mandatory",
+        remediation="Pass depends_on=[internet_gateway] (or an input derived from it) to the resource.",
+        check_stack=check_internet_gateway_first,
     ),
 )

@@ -108,7 +108,7 @@ def check_tls_only(resources: Sequence[Resource], ctx: Context) -> Iterable[Viol
             )
 
 
-def _enabled_rules(configs: list[Resource]) -> list[Mapping[str, Any]]:
+def enabled_rules(configs: list[Resource]) -> list[Mapping[str, Any]]:
     return [
         rule
         for config in configs
@@ -121,7 +121,7 @@ def check_lifecycle(resources: Sequence[Resource], ctx: Context) -> Iterable[Vio
     max_abort = ctx.config["maxAbortIncompleteMultipartDays"]
     max_noncurrent = ctx.config["maxNoncurrentVersionDays"]
     for bucket in of_type(resources, *BUCKET_TYPES):
-        rules = _enabled_rules(_companions(resources, bucket, *LIFECYCLE))
+        rules = enabled_rules(_companions(resources, bucket, *LIFECYCLE))
         abort_days = [
             first_block(r.get("abortIncompleteMultipartUpload")).get("daysAfterInitiation") for r in rules
         ]

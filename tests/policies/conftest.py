@@ -29,6 +29,8 @@ def own_stacks() -> dict[str, list[Resource]]:
                 if a.provider
                 else None,
                 parent=a.parent,
+                dependencies=a.dependencies,
+                property_dependencies=a.property_dependencies,
             )
             for a in analyzed_resources(graph)
         ]

@@ -160,3 +160,28 @@ def test_database_admits_only_the_service_group():
         toPort=5432,
     )
     assert violations("database-ingress-from-service-only", _data_path(from_other))
+
+
+def _ordered(*, eip_after_igw: bool) -> list:
+    from dataclasses import replace
+
+    igw = res("aws:ec2/internetGateway:InternetGateway", "igw")
+    eip = res("aws:ec2/eip:Eip", "eip", domain="vpc")
+    nat = res("aws:ec2/natGateway:NatGateway", "nat", allocationId="eip")
+    alb = res("aws:lb/loadBalancer:LoadBalancer", "alb", internal=False)
+    if eip_after_igw:
+        eip = replace(eip, dependencies=(igw.urn,))
+    # The NAT gateway reaches the gateway only through its address; the ALB through its subnets' route.
+    return [igw, eip, replace(nat, dependencies=(eip.urn,)), replace(alb, dependencies=(igw.urn,))]
+
+
+def test_internet_gateway_first_follows_dependencies_transitively():
+    assert violations("internet-gateway-first", _ordered(eip_after_igw=True)) == []
+    found = violations("internet-gateway-first", _ordered(eip_after_igw=False))
+    assert [message.split(" ")[0] for message in found] == ["nat", "eip"]
+    assert all("before the internet gateway is attached" in message for message in found)
+
+
+def test_internet_gateway_first_on_the_kits_stacks(own_stacks):
+    for stack, resources in own_stacks.items():
+        assert violations("internet-gateway-first", resources) == [], stack
