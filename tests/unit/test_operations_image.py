@@ -86,6 +86,8 @@ def test_the_tag_changes_with_any_copied_directory(tmp_path: Path) -> None:
     (tmp_path / "lifecycle" / "gc.py").write_text("RETRIES = 1\n")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.md").write_text("not in the image\n")
+    # The builder's ignore file (server/Dockerfile.dockerignore) decides what the context holds.
+    (tmp_path / "server" / "Dockerfile.dockerignore").write_text("*\n!server/\n!lifecycle/\n")
     first = server_source_hash(tmp_path)
 
     (tmp_path / "notes" / "todo.md").write_text("still not in the image\n")
