@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy import deployer_actions as table
-from infra.offline import MOCK_ACCOUNT_ID, RegisteredResource, ResourceGraph, run_program
+from infra.offline import MOCK_ACCOUNT_ID, RegisteredResource, ResourceGraph, partition_of, run_program
 
 MANAGED_POLICY_MAX_CHARS = 6144
 POLICY_VERSION = "2012-10-17"
@@ -175,6 +175,13 @@ def generate(
 def build_deployer_policy(graph: ResourceGraph, options: PolicyOptions | None = None) -> DeployerPolicy:
     options = options or PolicyOptions()
     options.validate()
+    region = str(graph.config.get("aws:region", "us-east-1"))
+    expected_partition = partition_of(region)[0]
+    if options.partition != expected_partition:
+        raise DeployerPolicyError(
+            f"stack {graph.stack!r} deploys to {region}, in partition {expected_partition}; "
+            f"ARNs in {options.partition} would match nothing there (use --partition {expected_partition})"
+        )
     missing = uncovered_types(graph.types)
     if missing:
         raise UncoveredTypesError(graph.stack, missing)

@@ -358,6 +358,11 @@ def test_options_that_cannot_work_are_refused(options, message):
         build_deployer_policy(graph_of("dev", True), options)
 
 
+def test_a_partition_other_than_the_regions_is_refused():
+    with pytest.raises(DeployerPolicyError, match=r"partition aws;.*--partition aws\)"):
+        build_deployer_policy(graph_of("dev", True), PolicyOptions(partition="aws-us-gov"))
+
+
 @pytest.mark.parametrize("stack", ["dev", "search-prod"])
 def test_govcloud_stack_has_no_commercial_arns(stack):
     graph = run_program(stack, config_overrides={"aws:region": "us-gov-west-1"})
