@@ -98,6 +98,39 @@ def analyzed_resources(graph: Any) -> list[Any]:
     return analyzed
 
 
+def _plain(value: Any) -> Any:
+    """A wire value with the engine's secret envelopes opened (what a rule reads from `props`)."""
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG_KEY) == _SECRET_SIG:
+            return _plain(value["value"])
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def rule_resources(graph: Any) -> list[Any]:
+    """The offline graph as the pack's rules receive it during `pulumi up` (resolved outputs,
+    secrets opened, provider, parent and dependencies), for calling a rule's check directly."""
+    from policies.model import Provider, Resource
+
+    return [
+        Resource(
+            type=a.type,
+            name=a.name,
+            urn=a.urn,
+            props=_plain(a.outputs),
+            provider=Provider(a.provider.type, a.provider.name, a.provider.urn, a.provider.props)
+            if a.provider
+            else None,
+            parent=a.parent,
+            dependencies=a.dependencies,
+            property_dependencies=a.property_dependencies,
+        )
+        for a in analyzed_resources(graph)
+    ]
+
+
 def component_of(graph: Any) -> dict[str, str]:
     """resource name -> its top-level component (or "(stack)" for the provider)."""
     from policies.report import STACK_GROUP

@@ -16,12 +16,14 @@ MLflow replicas, Caddy with TLS — in a temporary state dir on free ports, yiel
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,59 @@ def pick_free_ports() -> Callable[[int], Ports]:
 def make_state_dir() -> Callable[[str], Path]:
     """For tests that need their own state dir (traversable by PostgreSQL when run as root)."""
     return new_state_dir
+
+
+# -- the AWS API emulator for the deployer's tools (backend init, doctor, image build) ------------
+# Not an example account (123456789012), so a tool's own placeholder checks never trip on it.
+EMULATOR_ACCOUNT = "307946651234"
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server process on a free 127.0.0.1 port for the session; its endpoint URL."""
+    from local import s3_emulator
+    from local.processes import stop, wait_until
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("aws-emulator") / "moto.log"
+    env = {**os.environ, **s3_emulator.DUMMY_CREDENTIALS, "MOTO_ACCOUNT_ID": EMULATOR_ACCOUNT}
+    record = s3_emulator.start(port, log, env)
+    try:
+        wait_until(lambda: s3_emulator.is_ready(port), what="moto server", timeout=60, record=record)
+        yield s3_emulator.endpoint_url(port)
+    finally:
+        stop(record)
+
+
+@pytest.fixture
+def aws_environment(
+    emulator: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Callable[[str, str], Any]:
+    """Empties the emulator and points this process's boto3 at it through the environment only
+    (AWS_ENDPOINT_URL and dummy credentials, no config files or profile), the way a tool reaches
+    AWS. Returns `client(service, region)`, a separate client for setting up and reading back."""
+    import boto3
+    import requests
+
+    from local import s3_emulator
+
+    requests.post(f"{emulator}/moto-api/reset", timeout=10).raise_for_status()
+    for name in list(os.environ):
+        if name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", emulator)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_emulator.DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_emulator.DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+    def client(service: str, region: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=emulator,
+            aws_access_key_id=s3_emulator.DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=s3_emulator.DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    return client

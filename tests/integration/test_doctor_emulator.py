@@ -12,16 +12,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,12 +27,11 @@ from cryptography.x509.oid import NameOID
 
 from deploy.doctor import CheckResult, CommandResult, DoctorEnvironment, exit_code, run_doctor
 from local import s3_emulator
-from local.processes import stop, wait_until
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ACCOUNT = "307946651234"
+ACCOUNT = "307946651234"  # conftest.EMULATOR_ACCOUNT
 REGION = "us-east-1"
 ZONE = "acme-analytics.io"
 DOMAIN = f"mlflow.{ZONE}"
@@ -43,38 +39,12 @@ ARM64_DIGEST = "sha256:" + "a" * 64
 AMD64_DIGEST = "sha256:" + "b" * 64
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("doctor-moto") / "moto.log"
-    env = {**os.environ, **s3_emulator.DUMMY_CREDENTIALS, "MOTO_ACCOUNT_ID": ACCOUNT}
-    record = s3_emulator.start(port, log, env)
-    try:
-        wait_until(lambda: s3_emulator.is_ready(port), what="moto server", timeout=60, record=record)
-        yield s3_emulator.endpoint_url(port)
-    finally:
-        stop(record)
-
-
 @pytest.fixture
-def aws(emulator: str) -> Callable[..., Any]:
-    """A boto3 client factory on a freshly reset emulator."""
-    requests.post(f"{emulator}/moto-api/reset", timeout=10).raise_for_status()
+def aws(aws_environment: Callable[..., Any]) -> Callable[..., Any]:
+    """A boto3 client factory on a freshly reset emulator (the stack's region by default)."""
 
     def client(service: str, region: str = REGION) -> Any:
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=emulator,
-            aws_access_key_id=s3_emulator.DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=s3_emulator.DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return aws_environment(service, region)
 
     return client
 

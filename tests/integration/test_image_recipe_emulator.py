@@ -8,68 +8,30 @@ read back with separate clients: created once with the promised settings, reused
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from deploy import image as recipe
 from infra.compute.image import image_tag
 from local import s3_emulator
-from local.processes import stop, wait_until
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT = "307946651234"
+ACCOUNT = "307946651234"  # conftest.EMULATOR_ACCOUNT
 REGION = "eu-west-1"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("image-moto") / "moto.log"
-    env = {**os.environ, **s3_emulator.DUMMY_CREDENTIALS, "MOTO_ACCOUNT_ID": ACCOUNT}
-    record = s3_emulator.start(port, log, env)
-    try:
-        wait_until(lambda: s3_emulator.is_ready(port), what="moto server", timeout=60, record=record)
-        yield s3_emulator.endpoint_url(port)
-    finally:
-        stop(record)
-
-
 @pytest.fixture
-def ecr(emulator: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """Empties the emulator, points the recipe's boto3 at it through the environment only, and
-    returns a separate ECR client to read the result back."""
-    requests.post(f"{emulator}/moto-api/reset", timeout=10).raise_for_status()
-    for name in list(os.environ):
-        if name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", emulator)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_emulator.DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_emulator.DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    return boto3.client(
-        "ecr",
-        region_name=REGION,
-        endpoint_url=emulator,
-        aws_access_key_id=s3_emulator.DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_emulator.DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+def ecr(aws_environment: Any) -> Any:
+    """An emptied emulator the recipe's boto3 reaches through the environment only, and a separate
+    ECR client to read the result back."""
+    return aws_environment("ecr", REGION)
 
 
 class FakeDocker:

@@ -43,13 +43,3 @@ def violations(
         return [m for r in listed if rule.inspects(r.type) for m in rule.check_resource(r, ctx)]
     assert rule.check_stack is not None
     return [v.message for v in rule.check_stack(listed, ctx)]
-
-
-def unwrap_secrets(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        if "4dabf18193072939515e22adb298388d" in value:
-            return unwrap_secrets(value["value"])
-        return {k: unwrap_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap_secrets(v) for v in value]
-    return value

@@ -298,33 +298,12 @@ def test_an_internal_load_balancer_admits_the_task_security_group() -> None:
 
 
 def _mandatory_violations(graph: ResourceGraph) -> list[str]:
-    from cli.preview import analyzed_resources
+    from cli.preview import rule_resources
     from policies.environment import from_stack_name
-    from policies.model import Context, Provider, Resource
+    from policies.model import Context
     from policies.rules import ALL_RULES
 
-    def unwrap(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            if "4dabf18193072939515e22adb298388d" in value:
-                return unwrap(value["value"])
-            return {k: unwrap(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [unwrap(v) for v in value]
-        return value
-
-    resources = [
-        Resource(
-            type=a.type,
-            name=a.name,
-            urn=a.urn,
-            props=unwrap(a.outputs),
-            provider=Provider(a.provider.type, a.provider.name, a.provider.urn, a.provider.props)
-            if a.provider
-            else None,
-            parent=a.parent,
-        )
-        for a in analyzed_resources(graph)
-    ]
+    resources = rule_resources(graph)
     found = []
     for rule in ALL_RULES:
         if rule.enforcement != "mandatory":
