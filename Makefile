@@ -8,7 +8,7 @@ UV := $(VENV)-tools/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: install up down status smoke test test-unit test-integration lint lock bench image
+.PHONY: install up down status smoke test test-unit test-integration lint lock bench image docs
 
 # uv itself is bootstrapped from PyPI into a private tools venv when it is not installed.
 $(VENV)-tools/bin/uv:
@@ -35,8 +35,8 @@ status: install
 smoke: install
 	$(RUN)/mlflow-stack smoke --local
 
-## test: lint, then every test (unit, policies, integration on a fresh local stack)
-test: install lint
+## test: build the docs, lint, then every test (unit, policies, integration on a fresh local stack)
+test: install docs lint
 	$(RUN)/pytest
 
 test-unit: install
@@ -44,6 +44,11 @@ test-unit: install
 
 test-integration: install
 	$(RUN)/pytest tests/integration
+
+## docs: the documentation site into site/ (strict: a broken link, anchor or missing page fails);
+## the settings, policy and command references are generated from the code at build time
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(RUN)/mkdocs build --strict
 
 lint: install
 	$(RUN)/ruff check .
