@@ -49,8 +49,8 @@ TUNING_STACK = "prod"
 def stack_tuning(stack: str = TUNING_STACK) -> dict[str, str]:
     """The replica settings (workers, pools, keep-alive, caches) a stack file deploys, as env."""
     from infra.compute.spec import tuning_environment
-    from infra.offline import load_stack_config
     from infra.settings import CONFIG_NAMESPACE, build_settings
+    from preview.offline import load_stack_config
 
     config = load_stack_config(stack, REPO_ROOT / "stacks")
     prefix = CONFIG_NAMESPACE + ":"

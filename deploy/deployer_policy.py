@@ -1,7 +1,7 @@
 """The IAM policy a deployer (a person or a CI role) needs to run `pulumi up`, `refresh` and
 `destroy` for one stack, generated from what the stack's program registers.
 
-The program runs offline (`infra.offline.run_program`); every resource type in its graph is looked
+The program runs offline (`preview.offline.run_program`); every resource type in its graph is looked
 up in `deploy.deployer_actions.TYPE_ACTIONS` (a type the table does not know stops generation, by
 name), and each group of actions gets the narrowest Resource this stack allows:
 - names the program sets (roles, policies, buckets, log groups, the table, ...) become exact ARNs;
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy import deployer_actions as table
-from infra.offline import MOCK_ACCOUNT_ID, RegisteredResource, ResourceGraph, partition_of, run_program
+from preview.offline import MOCK_ACCOUNT_ID, RegisteredResource, ResourceGraph, partition_of, run_program
 
 MANAGED_POLICY_MAX_CHARS = 6144
 POLICY_VERSION = "2012-10-17"

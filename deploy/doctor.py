@@ -133,7 +133,7 @@ def read_stack(stack: str, stack_dir: str | Path) -> dict[str, Any]:
     """The stack file's `config:` map (keys qualified), via the kit's own loader."""
     import yaml
 
-    from infra.offline import load_stack_config
+    from preview.offline import load_stack_config
 
     try:
         return load_stack_config(stack, stack_dir)

@@ -26,7 +26,8 @@ import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-PACK_DIR = Path(__file__).resolve().parent
+# The pack itself: policies/ next to this package (PulumiPolicy.yaml, __main__.py, rules/).
+PACK_DIR = Path(__file__).resolve().parent.parent / "policies"
 START_TIMEOUT_SECONDS = 30.0
 # Same limit the engine and the pack's server use: a whole stack travels in one AnalyzeStack call.
 _MAX_MESSAGE = 1024 * 1024 * 400

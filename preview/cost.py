@@ -1,6 +1,6 @@
 """Estimated monthly cost of a stack, from the resources the program registers.
 
-Prices come from `infra/prices.json` (a small table that names its source and date) or, with
+Prices come from `preview/prices.json` (a small table that names its source and date) or, with
 `refresh_region_prices`, from the AWS Pricing API. The estimate covers what runs around the clock
 (database, tasks at their minimum count, load balancer, NAT gateways, public IPv4 addresses, keys,
 secrets, alarms) and scheduled tasks (runs per month from the schedule expression, at an assumed
@@ -80,7 +80,7 @@ class PriceTable:
         if name not in self.regions:
             raise CostError(
                 f"no prices for region {name!r} in the price table (has {', '.join(sorted(self.regions))}); "
-                "add the region to infra/prices.json or run with --refresh-prices and AWS credentials"
+                "add the region to preview/prices.json or run with --refresh-prices and AWS credentials"
             )
         return self.regions[name]
 
@@ -267,7 +267,7 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
             if hourly is None:
                 raise CostError(
                     f"no price for RDS instance class {instance_class!r} in {region}; add it to "
-                    "infra/prices.json (rds_postgres_instance_hour) or run with --refresh-prices"
+                    "preview/prices.json (rds_postgres_instance_hour) or run with --refresh-prices"
                 )
             copies = 2 if _get(r, "multiAz", False) else 1
             az = "Multi-AZ" if copies == 2 else "single-AZ"
@@ -486,6 +486,6 @@ def _pricing_client() -> Any:
         raise PriceRefreshError(
             "--refresh-prices needs AWS credentials (AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY) with pricing:GetProducts; none were found. Run without "
-            "--refresh-prices to use infra/prices.json."
+            "--refresh-prices to use preview/prices.json."
         )
     return session.client("pricing", region_name=PRICING_API_REGION)

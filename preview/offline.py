@@ -463,7 +463,7 @@ class AwsMocks(Mocks):
                 "id": region,
             }
         raise NotImplementedError(
-            f"infra/offline.py has no mock for the invoke {invoke!r}; add one to AwsMocks.call"
+            f"preview/offline.py has no mock for the invoke {invoke!r}; add one to AwsMocks.call"
         )
 
 

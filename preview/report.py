@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.analyzer import Diagnostic
+from preview.analyzer import Diagnostic
 
 # type token -> the inputs a reviewer wants to see (dotted paths into nested blocks).
 KEY_SETTINGS: dict[str, tuple[str, ...]] = {

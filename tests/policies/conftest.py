@@ -11,8 +11,8 @@ from policies.model import Resource
 @pytest.fixture(scope="session")
 def own_stacks() -> dict[str, list[Resource]]:
     """Every stack in stacks/, as the resources the pack's rules receive."""
-    from cli.preview import rule_resources
-    from infra.offline import list_stacks, run_program
+    from preview.build import rule_resources
+    from preview.offline import list_stacks, run_program
 
     stacks: dict[str, list[Resource]] = {}
     for stack in list_stacks():

@@ -9,10 +9,10 @@ import dataclasses
 import json
 from typing import Any
 
-from cli.preview import analyzed_resources
-from infra.offline import run_program
 from infra.settings import PROJECT
-from policies.analyzer import AnalyzedResource, run_policy_pack
+from preview.analyzer import AnalyzedResource, run_policy_pack
+from preview.build import analyzed_resources
+from preview.offline import run_program
 
 FORWARD = [
     {

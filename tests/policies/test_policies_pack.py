@@ -11,14 +11,14 @@ import os
 
 import pytest
 
-from policies.analyzer import (
+from policies.rules import ALL_RULES
+from preview.analyzer import (
     AnalyzedResource,
     PolicyPackError,
     PolicyPackProcess,
     ProviderRef,
     run_policy_pack,
 )
-from policies.rules import ALL_RULES
 
 TAGS = {"team": "platform", "environment": "prod", "owner": "o@example.com", "cost-center": "CC-1"}
 PROVIDER = ProviderRef(
@@ -63,7 +63,7 @@ def test_the_rules_import_and_build_without_starting_a_server():
     assert all(isinstance(p, ResourceValidationPolicy | StackValidationPolicy) for p in built)
     assert kinds["s3-tls-only"] and not kinds["rds-not-public"]
     # Importing the package's modules in a fresh interpreter returns at once (no server, no port).
-    code = "import policies.pack, policies.rules, policies.analyzer, policies.report; print('imported')"
+    code = "import policies.pack, policies.rules, preview.analyzer, preview.report; print('imported')"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

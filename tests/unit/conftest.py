@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from infra.offline import ResourceGraph, run_program
+from preview.offline import ResourceGraph, run_program
 
 
 @pytest.fixture(scope="session")

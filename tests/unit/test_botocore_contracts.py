@@ -20,7 +20,7 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 from botocore.validate import ParamValidator
 from edge_harness import STACKS
 
-from infra.offline import RegisteredResource, ResourceGraph, unwrap
+from preview.offline import RegisteredResource, ResourceGraph, unwrap
 
 GraphFor = Callable[[str], ResourceGraph]
 

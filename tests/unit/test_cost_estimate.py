@@ -1,4 +1,4 @@
-"""The monthly cost model on known inputs (hand-computed from infra/prices.json)."""
+"""The monthly cost model on known inputs (hand-computed from preview/prices.json)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infra.cost import CostError, PriceRefreshError, PriceTable, estimate, refresh_region_prices
+from preview.cost import CostError, PriceRefreshError, PriceTable, estimate, refresh_region_prices
 
 TABLE = PriceTable.load()
 
@@ -106,7 +106,7 @@ def test_region_prices_differ_and_unknown_inputs_are_clear_errors():
     with pytest.raises(CostError, match=r"no prices for region 'ap-south-2'.*--refresh-prices"):
         estimate(nat, "ap-south-2", TABLE)
     db = R("aws:rds/instance:Instance", "db", {"instanceClass": "db.x2g.16xlarge"})
-    with pytest.raises(CostError, match=r"db.x2g.16xlarge.*infra/prices.json"):
+    with pytest.raises(CostError, match=r"db.x2g.16xlarge.*preview/prices.json"):
         estimate([db], "us-east-1", TABLE)
 
 

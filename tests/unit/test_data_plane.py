@@ -11,7 +11,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from infra.offline import ResourceGraph, list_stacks, run_program
+from preview.offline import ResourceGraph, list_stacks, run_program
 
 STACK_FILES = list_stacks()
 

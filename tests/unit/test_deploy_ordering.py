@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from infra.offline import RegisteredResource, ResourceGraph, iter_plain_strings, list_stacks
+from preview.offline import RegisteredResource, ResourceGraph, iter_plain_strings, list_stacks
 
 STACK_FILES = list_stacks()
 IGW = "aws:ec2/internetGateway:InternetGateway"

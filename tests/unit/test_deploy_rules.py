@@ -12,13 +12,13 @@ import re
 
 import pytest
 
-from infra.offline import iter_plain_strings, list_stacks, load_stack_config, run_program
 from infra.settings import (
     ARCHIVED_STORAGE_CLASSES,
     INSTANT_ARCHIVE_STORAGE_CLASSES,
     SettingsError,
     min_max_allocated_storage_gb,
 )
+from preview.offline import iter_plain_strings, list_stacks, load_stack_config, run_program
 
 STACK_FILES = list_stacks()
 LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"

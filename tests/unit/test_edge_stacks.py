@@ -15,8 +15,8 @@ from edge_harness import STACKS
 
 from infra.compute.image import image_can_run_read_only
 from infra.compute.spec import RUN_AS_USER, SCRATCH_PATH
-from infra.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings
 from infra.settings import Settings, build_settings
+from preview.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings
 from server import contract
 
 LISTENER = "aws:lb/listener:Listener"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra.identity import ecr_repository_arn_for_image
-from infra.offline import ResourceGraph, list_stacks, run_program, unwrap
+from preview.offline import ResourceGraph, list_stacks, run_program, unwrap
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # parliament imports the deprecated pkg_resources

@@ -25,7 +25,7 @@ from moto import mock_aws
 from cli.main import main
 from deploy import image as recipe
 from infra.compute import image as stack_image
-from infra.offline import load_stack_config, run_program
+from preview.offline import load_stack_config, run_program
 
 ACCOUNT = "123456789012"  # moto's default account, and the stack files' example account
 REGION = "us-east-1"

@@ -1,5 +1,5 @@
 """The lock table and the CI promotion-lock policy in every stack file, through the real program
-(infra.offline.run_program) — with scheduled maintenance on and off — and the day-2 CLI finding the
+(preview.offline.run_program) — with scheduled maintenance on and off — and the day-2 CLI finding the
 table from the stack outputs, as `mlflow-stack models promote --stack <stack>` does.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from infra.offline import MOCK_ACCOUNT_ID, ResourceGraph, run_program
+from preview.offline import MOCK_ACCOUNT_ID, ResourceGraph, run_program
 
 STACKS = ("dev", "staging", "prod", "search-prod")
 TABLE = "aws:dynamodb/table:Table"

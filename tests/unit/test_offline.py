@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.offline import MOCK_ACCOUNT_ID, Secret, list_stacks, load_stack_config, run_program
 from infra.settings import SettingsError
+from preview.offline import MOCK_ACCOUNT_ID, Secret, list_stacks, load_stack_config, run_program
 
 
 def _fingerprint(graph):

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from infra.cost import PriceTable, estimate, runs_per_month
-from infra.offline import run_program
+from preview.cost import PriceTable, estimate, runs_per_month
+from preview.offline import run_program
 
 TABLE = PriceTable.load()
 

@@ -160,7 +160,7 @@ def test_the_task_can_reach_the_tracking_url(raw: dict[str, Any]) -> None:
 def test_the_commented_maintenance_example_in_each_stack_file_is_valid(stack: str) -> None:
     import yaml
 
-    from infra.offline import load_stack_config
+    from preview.offline import load_stack_config
 
     lines = (Path(__file__).resolve().parents[2] / "stacks" / f"Pulumi.{stack}.yaml").read_text().splitlines()
     start = lines.index("  # mlflow-stack:maintenance:")

@@ -1,4 +1,4 @@
-"""Scheduled maintenance in every stack file, through the real program (infra.offline.run_program).
+"""Scheduled maintenance in every stack file, through the real program (preview.offline.run_program).
 
 The maintenance task, its roles and schedule exist with each stack's settings and use the stack's
 lock table; what
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from infra.compute.spec import CPU_ARCHITECTURE, RUN_AS_USER, SCRATCH_PATH
-from infra.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings, run_program
 from infra.settings import build_settings
+from preview.offline import SECRET_SENTINEL, ResourceGraph, iter_plain_strings, run_program
 
 STACKS = ("dev", "staging", "prod", "search-prod")
 TABLE = "aws:dynamodb/table:Table"
@@ -298,10 +298,10 @@ def test_an_internal_load_balancer_admits_the_task_security_group() -> None:
 
 
 def _mandatory_violations(graph: ResourceGraph) -> list[str]:
-    from cli.preview import rule_resources
     from policies.environment import from_stack_name
     from policies.model import Context
     from policies.rules import ALL_RULES
+    from preview.build import rule_resources
 
     resources = rule_resources(graph)
     found = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from cli.main import main
-from infra.offline import SECRET_SENTINEL, list_stacks
+from preview.offline import SECRET_SENTINEL, list_stacks
 
 # The budget is CPU seconds (this process and the pack's), not wall time: the machine's 2 cores are
 # shared with other suites, and under a load average of 20+ the same 5 CPU-second preview takes
@@ -121,7 +121,7 @@ def test_unknown_stack_is_one_clear_error():
 
 
 def test_refresh_prices_without_credentials_stops_before_touching_the_table(monkeypatch, tmp_path):
-    from infra.cost import PRICES_PATH
+    from preview.cost import PRICES_PATH
 
     for var in (
         "AWS_ACCESS_KEY_ID",

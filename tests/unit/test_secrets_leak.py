@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.offline import SECRET_SENTINEL, Secret, iter_plain_strings, list_stacks, unwrap
 from infra.secrets import ADMIN_PASSWORD_SPECIALS, DB_PASSWORD_SPECIALS
+from preview.offline import SECRET_SENTINEL, Secret, iter_plain_strings, list_stacks, unwrap
 
 STACK_FILES = list_stacks()
 GENERATOR_TYPE = "random:index/randomPassword:RandomPassword"

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from infra.offline import run_program
 from infra.settings import (
     ENGINES_PER_WORKER,
     MAIN_PROCESS_CONNECTIONS_PER_REPLICA,
@@ -16,6 +15,7 @@ from infra.settings import (
     build_settings,
     parse_stack_name,
 )
+from preview.offline import run_program
 
 DOMAIN = {"name": "mlflow.dev.example.com", "hostedZoneId": "Z04517273RN5WZ0CTKS7E"}
 CERTIFICATE_ID = "5f1c2a9e-7b3d-4c8e-9a61-2e4f8d0b7c35"
