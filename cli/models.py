@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import Any
 
-from cli.runs import (
+from cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Target,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,7 +49,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+# Set in the environment of a preview re-run in another checkout, so it never re-runs again.
+RERUN_MARKER = "MLFLOW_STACK_PREVIEW_PROJECT"
+
+
+def _run_in_project(args: argparse.Namespace) -> int | None:
+    """Like `pulumi preview`, preview the checkout the command was started in. When that is not the
+    checkout this interpreter imported the kit from (a second checkout using the first one's
+    virtualenv), run the preview again with that checkout's code first on the import path, so its
+    program, stack files and policy pack are the ones previewed. None: this is the right checkout."""
+    from preview.offline import REPO_ROOT, find_project
+
+    project = find_project()
+    if project == REPO_ROOT:
+        return None
+    if os.environ.get(RERUN_MARKER):
+        print(
+            f"mlflow-stack preview: {project} does not import its own kit code (got {REPO_ROOT}); "
+            "is it a checkout of mlflow-stack?",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    argv = ["preview", "--stack", args.stack, "--format", args.format]
+    if args.policy_config:
+        argv += ["--policy-config", str(Path(args.policy_config).resolve())]
+    if args.refresh_prices:
+        argv.append("--refresh-prices")
+    env = {
+        **os.environ,
+        RERUN_MARKER: str(project),
+        "PYTHONPATH": os.pathsep.join([str(project), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    return subprocess.run([sys.executable, "-m", "cli.main", *argv], cwd=project, env=env).returncode
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        rerun = _run_in_project(args)
+    except FileNotFoundError as exc:
+        print(f"mlflow-stack preview: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if rerun is not None:
+        return rerun
     from infra.settings import SettingsError
     from preview.analyzer import PolicyPackError
     from preview.build import build_report

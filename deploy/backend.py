@@ -36,6 +36,11 @@ Choosing where state and secrets live (pick one):
 Pulumi's URL formats: https://www.pulumi.com/docs/iac/operations/stack-management/using-a-diy-backend/
 (`s3://<bucket>?region=<r>&awssdk=v2`) and https://www.pulumi.com/docs/iac/concepts/secrets/
 (`awskms://alias/<name>?region=<r>`, "Available encryption providers").
+
+Why this file is long (~640 lines): it is one transaction-like run. Every AWS call goes through
+`_Run`, which records what was already changed so that a refusal halfway can say exactly that, and
+the order of work (validate, bucket ownership and region, key, then each bucket setting) must stay
+readable top to bottom; splitting the bucket and key steps into modules would spread that record.
 """
 
 from __future__ import annotations

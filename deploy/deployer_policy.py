@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy import deployer_actions as table
-from preview.offline import MOCK_ACCOUNT_ID, RegisteredResource, ResourceGraph, partition_of, run_program
+from preview.mocks import MOCK_ACCOUNT_ID, partition_of
+from preview.offline import RegisteredResource, ResourceGraph, run_program
 
 MANAGED_POLICY_MAX_CHARS = 6144
 POLICY_VERSION = "2012-10-17"

@@ -23,12 +23,12 @@ import boto3
 import pytest
 
 from bench.bench_cleanup import RunSpec, seed_runs
-from cli.runs import Target, gc_backend_store_uri
 from lifecycle.client import Connection, MlflowApiError
 from lifecycle.gc import collect_garbage
 from lifecycle.locks import DynamoLock, LockHeld, dynamodb_client, model_lock_id
 from lifecycle.models import alias_version, promote
 from lifecycle.runs import cleanup
+from lifecycle.targets import Target, gc_backend_store_uri
 from local import s3_emulator
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,8 @@ from deploy.deployer_policy import (
     split_documents,
     uncovered_types,
 )
-from preview.offline import PROGRAM, AwsMocks, ResourceGraph, list_stacks, run_program
+from preview.mocks import AwsMocks
+from preview.offline import PROGRAM, ResourceGraph, list_stacks, run_program
 
 ACCOUNT = "111122223333"
 OPTIONS = PolicyOptions(account_id=ACCOUNT)

@@ -99,7 +99,7 @@ def test_models_cli_takes_its_lock_in_the_stack_table(
     import argparse
 
     import cli.models
-    from cli.runs import make_lock, resolve_target
+    from cli.common import make_lock, resolve_target
     from lifecycle import credentials
     from lifecycle.locks import model_lock_id
 
@@ -128,7 +128,7 @@ def test_models_cli_refuses_a_stack_without_a_lock_table(
     import argparse
 
     import cli.models
-    from cli.runs import UsageError, make_lock, resolve_target
+    from cli.common import UsageError, make_lock, resolve_target
     from lifecycle import credentials
     from lifecycle.locks import model_lock_id
 
