@@ -83,3 +83,30 @@ def test_no_source_file_is_long_without_saying_why() -> None:
                 f"{path.relative_to(ROOT)}: {lines} lines and no '{LONG_FILE_REASON}' in its docstring"
             )
     assert not problems, problems
+
+
+def _folder_map() -> list[str]:
+    """The first column of the folder map in docs/architecture.md (the code block naming Pulumi.yaml)."""
+    blocks = (ROOT / "docs" / "architecture.md").read_text().split("```")[1::2]
+    (block,) = [b for b in blocks if "\nPulumi.yaml " in b]
+    return [
+        line.split()[0] for line in block.splitlines()[1:] if line.strip() and not line.startswith(" " * 6)
+    ]
+
+
+def test_the_architecture_map_matches_the_folders() -> None:
+    mapped = _folder_map()
+    top_level = {
+        name.split("/")[0]
+        for name in subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    }
+    folders = {name for name in top_level if (ROOT / name).is_dir() and not name.startswith(".")}
+    assert {f"{name}/" for name in folders} <= set(mapped), sorted(folders - {m.rstrip("/") for m in mapped})
+    # Everything the map names at the top level exists (nested entries are relative to the last folder).
+    top_entries = [
+        entry for entry in mapped if not entry.startswith(("compute/", "settings/", "platform.py"))
+    ]
+    missing = [entry for entry in top_entries if not (ROOT / entry.rstrip("/")).exists()]
+    assert not missing, missing
