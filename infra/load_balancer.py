@@ -1,9 +1,11 @@
 """The edge: an Application Load Balancer that terminates TLS in front of the MLflow replicas.
 
-HTTPS (TLS 1.3 policy) forwards to an `ip` target group health-checked on /health; HTTP only
-301-redirects to HTTPS. The certificate is either an existing ACM ARN or a new DNS-validated one
-in a Route 53 zone. Only the configured CIDRs reach 80/443; the ALB reaches nothing by itself
-(the compute component adds the one egress rule towards the service).
+HTTPS (TLS 1.3 policy) forwards to an `ip` target group health-checked on /health and adds
+Strict-Transport-Security to every response; HTTP only 301-redirects to HTTPS on the configured
+domain (never the request's Host header, which the client controls). The certificate is either an
+existing ACM ARN or a new DNS-validated one in a Route 53 zone. Only the configured CIDRs reach
+80/443; the ALB reaches nothing by itself (the compute component adds the one egress rule towards
+the service).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class LoadBalancerArgs:
     health_check_interval_seconds: int = 15
     healthy_threshold: int = 2
     unhealthy_threshold: int = 3
+    hsts_max_age_seconds: int = 31536000  # 0: no Strict-Transport-Security header
 
     def __post_init__(self) -> None:
         if self.certificate_arn is None and self.hosted_zone_id is None:
@@ -69,6 +72,17 @@ class LoadBalancerArgs:
     @property
     def target_group_name(self) -> str:
         return f"{self.name_prefix}-tg"
+
+
+def hsts_header(max_age_seconds: int) -> str | None:
+    """Strict-Transport-Security value, or None (no header) for 0.
+
+    includeSubDomains: the domain is the MLflow host itself, so this covers only names below it.
+    No `preload`: that asks browsers to hard-code HTTPS for the whole registered domain, a decision
+    for the domain's owner, not for one service on it."""
+    if max_age_seconds <= 0:
+        return None
+    return f"max-age={max_age_seconds}; includeSubDomains"
 
 
 def _cidr_kwargs(cidr: str) -> dict[str, str]:
@@ -175,6 +189,11 @@ class LoadBalancer(pulumi.ComponentResource):
             default_actions=[
                 aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
             ],
+            # The ALB sets the header on every HTTPS response, whatever the target answered
+            # ("HTTP header modification for your Application Load Balancer", ELB User Guide).
+            routing_http_response_strict_transport_security_header_value=hsts_header(
+                args.hsts_max_age_seconds
+            ),
             opts=child,
         )
         self.http_listener = aws.lb.Listener(
@@ -185,8 +204,10 @@ class LoadBalancer(pulumi.ComponentResource):
             default_actions=[
                 aws.lb.ListenerDefaultActionArgs(
                     type="redirect",
+                    # host defaults to #{host}, the request's Host header: a forged Host would
+                    # send the client (and its credentials on the next request) elsewhere.
                     redirect=aws.lb.ListenerDefaultActionRedirectArgs(
-                        protocol="HTTPS", port=str(HTTPS_PORT), status_code="HTTP_301"
+                        protocol="HTTPS", host=args.domain_name, port=str(HTTPS_PORT), status_code="HTTP_301"
                     ),
                 )
             ],
@@ -210,6 +231,7 @@ class LoadBalancer(pulumi.ComponentResource):
 
         self.url = pulumi.Output.from_input(f"https://{args.domain_name}")
         self.dns_name = self.alb.dns_name
+        self.arn = self.alb.arn
         self.arn_suffix = self.alb.arn_suffix
         self.security_group_id = self.security_group.id
         self.target_group_arn_suffix = self.target_group.arn_suffix

@@ -1,14 +1,18 @@
-"""Alarms on the request path (ALB, ECS service, RDS), notifying one KMS-encrypted SNS topic.
+"""Alarms on the request path (ALB, ECS service, RDS) and the artifact store, notifying one
+KMS-encrypted SNS topic; one CloudWatch dashboard with the stack's vital signs.
 
 Every alarm notifies on ALARM and on OK, so a page is always followed by its all-clear. Missing
 data is "not breaching" for traffic-driven metrics (no requests is not an outage) and "breaching"
-for the healthy-host count (no data there means no targets reporting at all).
+for the healthy-host count (no data there means no targets reporting at all). The artifact-store
+alarm reads S3's daily storage metrics, which arrive once a day and late, so missing data there is
+"not breaching" too.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -30,6 +34,7 @@ class AlarmThresholds:
     rds_connections_percent: float = 80
     ecs_cpu_percent: float = 85
     ecs_memory_percent: float = 85
+    artifact_store_gb: float = 200
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,13 @@ class MonitoringArgs:
     db_instance_identifier: pulumi.Input[str]
     db_allocated_storage_gb: int
     db_max_connections: int
+    region: str = "us-east-1"  # every dashboard widget names its region
+    bucket_name: pulumi.Input[str] | None = None  # artifact bucket: capacity alarm and dashboard
+    archive_storage_class: str = "GLACIER_IR"  # where old artifacts move (settings.artifacts)
+    dashboard_name: str | None = None  # one dashboard per stack, e.g. "mlflow-dev"
+    # The log group the maintenance task writes its JSON report to; None: no maintenance widgets.
+    maintenance_log_group_name: str | None = None
+    maintenance_log_group: pulumi.Resource | None = None  # wait for it: a metric filter needs the group
     thresholds: AlarmThresholds = AlarmThresholds()
     email: str | None = None
 
@@ -250,8 +262,271 @@ class Monitoring(pulumi.ComponentResource):
                 treat_missing_data="missing",
             ),
         }
+        if args.bucket_name is not None:
+            self.alarms["artifact-store-size"] = alarm(
+                "artifact-store-size",
+                f"artifact bucket above {limits.artifact_store_gb:g} GiB (all storage classes)",
+                metric_queries=_bucket_size_queries(args.bucket_name, args.archive_storage_class),
+                # S3 publishes storage metrics once a day, a day or more late: two daily periods,
+                # one of them over the line, so the newest datapoint is always in the window.
+                evaluation_periods=2,
+                datapoints_to_alarm=1,
+                threshold=limits.artifact_store_gb * GIB,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+            )
+
+        maintenance_namespace = None
+        if args.maintenance_log_group_name is not None and args.dashboard_name is not None:
+            maintenance_namespace = f"{METRIC_NAMESPACE_PREFIX}/{args.dashboard_name}"
+            for metric_name, outcome in MAINTENANCE_OUTCOMES.items():
+                aws.cloudwatch.LogMetricFilter(
+                    f"{name}-{metric_name.lower()}",
+                    log_group_name=args.maintenance_log_group_name,
+                    pattern=maintenance_report_pattern(outcome),
+                    metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+                        name=metric_name, namespace=maintenance_namespace, value="1", unit="Count"
+                    ),
+                    opts=pulumi.ResourceOptions(
+                        parent=self,
+                        depends_on=[args.maintenance_log_group] if args.maintenance_log_group else [],
+                    ),
+                )
+
+        self.dashboard_name: pulumi.Output[str] | None = None
+        self.dashboard_url: pulumi.Output[str] | None = None
+        if args.dashboard_name is not None:
+            dimensions = pulumi.Output.all(
+                alb=args.alb_arn_suffix,
+                target_group=args.target_group_arn_suffix,
+                cluster=args.ecs_cluster_name,
+                service=args.ecs_service_name,
+                database=args.db_instance_identifier,
+                bucket=args.bucket_name,
+            )
+            region = args.region
+            archive_class = args.archive_storage_class
+            dashboard = aws.cloudwatch.Dashboard(
+                f"{name}-dashboard",
+                dashboard_name=args.dashboard_name,
+                dashboard_body=dimensions.apply(
+                    lambda d: json.dumps(
+                        dashboard_body(
+                            DashboardDimensions(**d),
+                            region=region,
+                            archive_storage_class=archive_class,
+                            maintenance_namespace=maintenance_namespace,
+                        )
+                    )
+                ),
+                opts=child,
+            )
+            self.dashboard_name = dashboard.dashboard_name
+            self.dashboard_url = pulumi.Output.all(args.partition, dashboard.dashboard_name).apply(
+                lambda values: dashboard_url(values[0], region, values[1])
+            )
         self.topic_arn = self.topic.arn
-        self.register_outputs({"topic_arn": self.topic_arn})
+        self.register_outputs({"topic_arn": self.topic_arn, "dashboard_url": self.dashboard_url})
+
+
+# S3 daily storage metrics: the StorageType of each class artifacts can be in. Artifacts start in
+# STANDARD, move to STANDARD_IA, then to the archive class ("Metrics and dimensions", S3 User Guide).
+BASE_STORAGE_TYPES = ("StandardStorage", "StandardIAStorage")
+ARCHIVE_STORAGE_TYPES: dict[str, tuple[str, ...]] = {
+    "GLACIER_IR": ("GlacierInstantRetrievalStorage",),
+    "INTELLIGENT_TIERING": (
+        "IntelligentTieringFAStorage",
+        "IntelligentTieringIAStorage",
+        "IntelligentTieringAIAStorage",
+    ),
+}
+DAY_SECONDS = 86400
+# Custom metrics from the maintenance task's JSON report: mlflow-stack/<dashboard name>.
+METRIC_NAMESPACE_PREFIX = "mlflow-stack"
+# metric name -> the report's "ok" value it counts
+MAINTENANCE_OUTCOMES = {"MaintenanceSucceeded": True, "MaintenanceFailed": False}
+MAINTENANCE_COMMAND = "runs maintenance"
+# Console host per partition: the dashboard URL must open in the stack's own partition.
+CONSOLE_DOMAINS = {
+    "aws": "console.aws.amazon.com",
+    "aws-us-gov": "console.amazonaws-us-gov.com",
+    "aws-cn": "console.amazonaws.cn",
+}
+
+
+def artifact_storage_types(archive_storage_class: str) -> tuple[str, ...]:
+    return BASE_STORAGE_TYPES + ARCHIVE_STORAGE_TYPES[archive_storage_class]
+
+
+def maintenance_report_pattern(ok: bool) -> str:
+    """The maintenance task prints one JSON line, `{"ok": ..., "command": "runs maintenance", ...}`
+    (cli/common.py run_command with --json), also when it fails early; the server's log lines in
+    the same group never carry that command."""
+    return f'{{ $.command = "{MAINTENANCE_COMMAND}" && $.ok IS {"TRUE" if ok else "FALSE"} }}'
+
+
+def dashboard_url(partition: str, region: str, dashboard_name: str) -> str:
+    domain = CONSOLE_DOMAINS.get(partition, CONSOLE_DOMAINS["aws"])
+    return f"https://{domain}/cloudwatch/home?region={region}#dashboards/dashboard/{dashboard_name}"
+
+
+@dataclass(frozen=True)
+class DashboardDimensions:
+    alb: str
+    target_group: str
+    cluster: str
+    service: str
+    database: str
+    bucket: str | None
+
+
+def dashboard_body(
+    dims: DashboardDimensions,
+    *,
+    region: str,
+    archive_storage_class: str,
+    maintenance_namespace: str | None,
+) -> dict[str, Any]:
+    """The dashboard's JSON ("Dashboard Body Structure and Syntax", CloudWatch API Reference)."""
+    elb = "AWS/ApplicationELB"
+    lb = ["LoadBalancer", dims.alb]
+    tg = [*lb, "TargetGroup", dims.target_group]
+    service = ["ClusterName", dims.cluster, "ServiceName", dims.service]
+    db = ["DBInstanceIdentifier", dims.database]
+    widgets: list[tuple[str, list[list[Any]], dict[str, Any]]] = [
+        ("Requests per minute", [[elb, "RequestCount", *lb, {"stat": "Sum"}]], {"period": 60}),
+        (
+            "Target response time (seconds)",
+            [
+                [elb, "TargetResponseTime", *tg, {"stat": "p50", "label": "p50"}],
+                [elb, "TargetResponseTime", *tg, {"stat": "p95", "label": "p95"}],
+            ],
+            {"period": 60},
+        ),
+        (
+            "5xx responses per minute",
+            [
+                [elb, "HTTPCode_Target_5XX_Count", *lb, {"stat": "Sum", "label": "from MLflow"}],
+                [elb, "HTTPCode_ELB_5XX_Count", *lb, {"stat": "Sum", "label": "from the load balancer"}],
+            ],
+            {"period": 60},
+        ),
+        (
+            "Healthy / unhealthy targets",
+            [
+                [elb, "HealthyHostCount", *tg, {"stat": "Minimum"}],
+                [elb, "UnHealthyHostCount", *tg, {"stat": "Maximum"}],
+            ],
+            {"period": 60},
+        ),
+        (
+            "Running replicas",
+            # Container Insights (on for the cluster) publishes the task count per service.
+            [["ECS/ContainerInsights", "RunningTaskCount", *service, {"stat": "Average"}]],
+            {"period": 60},
+        ),
+        (
+            "Replica CPU / memory (%)",
+            [
+                ["AWS/ECS", "CPUUtilization", *service, {"stat": "Average"}],
+                ["AWS/ECS", "MemoryUtilization", *service, {"stat": "Average"}],
+            ],
+            {"period": 60},
+        ),
+        (
+            "Database connections",
+            [["AWS/RDS", "DatabaseConnections", *db, {"stat": "Maximum"}]],
+            {"period": 300},
+        ),
+        (
+            "Database CPU (%) / free storage (bytes)",
+            [
+                ["AWS/RDS", "CPUUtilization", *db, {"stat": "Average"}],
+                ["AWS/RDS", "FreeStorageSpace", *db, {"stat": "Minimum", "yAxis": "right"}],
+            ],
+            {"period": 300},
+        ),
+    ]
+    if dims.bucket is not None:
+        bucket = ["BucketName", dims.bucket]
+        widgets += [
+            (
+                "Artifact store size (bytes) by storage class",
+                [
+                    ["AWS/S3", "BucketSizeBytes", *bucket, "StorageType", storage_type, {"stat": "Average"}]
+                    for storage_type in artifact_storage_types(archive_storage_class)
+                ],
+                {"period": DAY_SECONDS, "stacked": True},
+            ),
+            (
+                "Artifact objects",
+                [
+                    [
+                        "AWS/S3",
+                        "NumberOfObjects",
+                        *bucket,
+                        "StorageType",
+                        "AllStorageTypes",
+                        {"stat": "Average"},
+                    ]
+                ],
+                {"period": DAY_SECONDS},
+            ),
+        ]
+    if maintenance_namespace is not None:
+        widgets.append(
+            (
+                "Scheduled maintenance runs",
+                [
+                    [maintenance_namespace, metric, {"stat": "Sum", "label": metric}]
+                    for metric in MAINTENANCE_OUTCOMES
+                ],
+                {"period": DAY_SECONDS, "view": "bar"},
+            )
+        )
+    body = []
+    for index, (title, metrics, extra) in enumerate(widgets):
+        properties = {"title": title, "region": region, "view": "timeSeries", "metrics": metrics, **extra}
+        body.append(
+            {
+                "type": "metric",
+                "x": (index % 2) * 12,
+                "y": (index // 2) * 6,
+                "width": 12,
+                "height": 6,
+                "properties": properties,
+            }
+        )
+    return {"widgets": body}
+
+
+def _bucket_size_queries(
+    bucket_name: pulumi.Input[str], archive_storage_class: str
+) -> list[aws.cloudwatch.MetricAlarmMetricQueryArgs]:
+    """The bucket's size over every storage class its artifacts can be in, in bytes."""
+    storage_types = artifact_storage_types(archive_storage_class)
+    queries = [
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id=f"size{index}",
+            return_data=False,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                namespace="AWS/S3",
+                metric_name="BucketSizeBytes",
+                dimensions={"BucketName": bucket_name, "StorageType": storage_type},
+                stat="Average",
+                period=DAY_SECONDS,
+            ),
+        )
+        for index, storage_type in enumerate(storage_types)
+    ]
+    # A class without objects has no datapoint; FILL makes it 0 where another class has one.
+    total = " + ".join(f"FILL(size{index}, 0)" for index in range(len(storage_types)))
+    queries.append(
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id="total", label="artifact bucket size (bytes)", expression=total, return_data=True
+        )
+    )
+    return queries
 
 
 def _error_rate_queries(alb: dict[str, pulumi.Input[str]]) -> list[aws.cloudwatch.MetricAlarmMetricQueryArgs]:

@@ -12,6 +12,7 @@ from infra.compute.ecs import EcsService, EcsServiceArgs
 from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only
 from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, build_server_spec
 from infra.database import Database, DatabaseArgs
+from infra.firewall import Firewall, FirewallArgs
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.locks import LockTable, LockTableArgs
@@ -42,6 +43,7 @@ class Platform:
     ecr_repository_name: str  # repository the compute component builds the image into
     log_group_name: str  # log group the compute component creates (the execution role may write it)
     load_balancer: LoadBalancer
+    firewall: Firewall | None  # the WAF web ACL; None when loadBalancer.wafEnabled resolves to false
     server_image: ServerImage
     compute: EcsService
     monitoring: Monitoring
@@ -150,6 +152,20 @@ def build_platform(settings: Settings) -> Platform:
         opts=with_provider,
     )
     load_balancer = _load_balancer(settings, network, with_provider)
+    firewall = None
+    if settings.waf_enabled:
+        edge = settings.load_balancer
+        firewall = Firewall(
+            f"{prefix}-firewall",
+            FirewallArgs(
+                name_prefix=prefix,
+                load_balancer_arn=load_balancer.arn,
+                rate_limit_per_5_min=edge.waf_rate_limit_per_5_min,
+                logs=edge.waf_logs,
+                log_retention_days=settings.server.log_retention_days,
+            ),
+            opts=with_provider,
+        )
     server_image = ServerImage(
         f"{prefix}-image",
         ServerImageArgs(
@@ -222,6 +238,12 @@ def build_platform(settings: Settings) -> Platform:
             db_instance_identifier=database.instance_identifier,
             db_allocated_storage_gb=settings.database.allocated_storage_gb,
             db_max_connections=settings.database.max_connections,
+            region=settings.region,
+            bucket_name=artifacts.bucket_name,
+            archive_storage_class=settings.artifacts.archive_storage_class,
+            dashboard_name=prefix,
+            maintenance_log_group_name=settings.log_group_name if settings.maintenance.enabled else None,
+            maintenance_log_group=compute.log_group,
             thresholds=AlarmThresholds(**alarms.model_dump(exclude={"email"})),
             email=alarms.email,
         ),
@@ -287,6 +309,7 @@ def build_platform(settings: Settings) -> Platform:
         ecr_repository_name=ecr_repository_name,
         log_group_name=settings.log_group_name,
         load_balancer=load_balancer,
+        firewall=firewall,
         server_image=server_image,
         compute=compute,
         monitoring=monitoring,
@@ -349,6 +372,7 @@ def _load_balancer(settings: Settings, network: Network, opts: pulumi.ResourceOp
             deletion_protection=edge.deletion_protection,
             access_logs=edge.access_logs,
             access_log_bucket_force_destroy=settings.artifacts.force_destroy,
+            hsts_max_age_seconds=edge.hsts_max_age_seconds,
         ),
         opts=opts,
     )
@@ -383,6 +407,9 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("admin_password_secret_arn", platform.secrets.admin_password_secret_arn)
     pulumi.export("image_ref", platform.server_image.image_ref)
     pulumi.export("alarm_topic_arn", platform.monitoring.topic_arn)
+    pulumi.export("dashboard_url", platform.monitoring.dashboard_url)
+    if platform.firewall is not None:
+        pulumi.export("web_acl_arn", platform.firewall.web_acl_arn)
     # `mlflow-stack runs|models ... --stack <stack>` take their leases in this table; the CI role
     # that runs `models promote|rollback` attaches the policy.
     pulumi.export("lock_table", platform.locks.table_name)

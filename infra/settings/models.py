@@ -231,6 +231,31 @@ class LoadBalancerSettings(_Section):
     ssl_policy: str = Field("ELBSecurityPolicy-TLS13-1-2-2021-06", description="HTTPS listener policy")
     deletion_protection: bool = Field(False, description="ALB deletion protection")
     access_logs: bool = Field(False, description="ALB access logs to S3")
+    hsts_max_age_seconds: int = Field(
+        31536000,
+        ge=0,
+        le=63072000,
+        description="Strict-Transport-Security max-age on HTTPS responses, with includeSubDomains "
+        "(one year; 0 sends no header). preload is left off on purpose: it commits the whole "
+        "registered domain to HTTPS in browsers' built-in lists",
+    )
+    waf_enabled: bool | None = Field(
+        None,
+        description="AWS WAF web ACL on the ALB (rate limit per client IP, AWS common and "
+        "known-bad-inputs rules); unset: on for an internet-facing ALB in staging and prod, off otherwise",
+    )
+    waf_rate_limit_per_5_min: int = Field(
+        3000,
+        ge=10,
+        le=2_000_000_000,
+        alias="wafRateLimitPer5Min",
+        description="requests one client IP may send in any 5 minutes to paths that check a password "
+        "(all but /health and /static); above it WAF answers 429, which the MLflow client retries. "
+        "Raise it when many training jobs share one NAT address",
+    )
+    waf_logs: bool = Field(
+        False, description="WAF logs to CloudWatch Logs (the Authorization header is redacted)"
+    )
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -299,6 +324,12 @@ class AlarmSettings(_Section):
     rds_connections_percent: float = Field(80, gt=0, le=100, description="RDS connections of max")
     ecs_cpu_percent: float = Field(85, gt=0, le=100, description="ECS service CPU utilisation")
     ecs_memory_percent: float = Field(85, gt=0, le=100, description="ECS service memory utilisation")
+    artifact_store_gb: float = Field(
+        200,
+        gt=0,
+        description="artifact bucket size (GiB, every storage class) above which the daily capacity alarm "
+        "fires",
+    )
 
     @field_validator("email")
     @classmethod
@@ -419,6 +450,15 @@ class Settings(_Section):
             "stack": self.stack,
         }
         return {**self.tags, **required}
+
+    @property
+    def waf_enabled(self) -> bool:
+        """loadBalancer.wafEnabled, or its default: on for an internet-facing ALB in staging and prod
+        (dev stacks are short-lived and their cost matters more than a rate limit)."""
+        edge = self.load_balancer
+        if edge.waf_enabled is not None:
+            return edge.waf_enabled
+        return edge.internet_facing and self.environment in ("staging", "prod")
 
     @property
     def max_db_connections_used(self) -> int:

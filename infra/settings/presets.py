@@ -51,6 +51,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "logRetentionDays": 14,
         },
         "loadBalancer": {"deletionProtection": False, "accessLogs": False},
+        # Artifact-store capacity alarm (GiB): a size worth a look, not a quota. Dev holds scratch
+        # runs (forceDestroy) and 50 GiB is years of them; staging mirrors a release cycle of
+        # validation runs; prod 1 TiB (~$23/month in S3 Standard) is where growth deserves a decision.
+        "alarms": {"artifactStoreGb": 50},
         # Dev runs are scratch work: a month is enough to compare against.
         "maintenance": {"enabled": True, "cleanupOlderThanDays": 30},
     },
@@ -73,6 +77,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "logRetentionDays": 30,
         },
         "loadBalancer": {"deletionProtection": False, "accessLogs": False},
+        "alarms": {"artifactStoreGb": 200},
         # A quarter: one release cycle of validation runs.
         "maintenance": {"enabled": True, "cleanupOlderThanDays": 90},
     },
@@ -95,6 +100,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "logRetentionDays": 90,
         },
         "loadBalancer": {"deletionProtection": True, "accessLogs": True},
+        "alarms": {"artifactStoreGb": 1000},
         # Half a year: prod runs are the evidence behind deployed models (audits, regressions
         # traced back to a training run). Runs behind a registered model version are never cleaned.
         "maintenance": {"enabled": True, "cleanupOlderThanDays": 180},
