@@ -113,6 +113,15 @@ def _delete_artifacts(ctx: SmokeContext, artifact_location: str) -> str:
     return f"deleted {artifact_location} from the artifact store"
 
 
+def _delete_traces(ctx: SmokeContext, experiment_id: str) -> str:
+    if ctx.trace_id is None:
+        return "no trace was stored"
+    deleted = ctx.conn.call(
+        "POST", "traces/delete-traces", json={"experiment_id": experiment_id, "request_ids": [ctx.trace_id]}
+    ).get("traces_deleted", 0)
+    return f"deleted {deleted} trace(s) ({ctx.trace_id})"
+
+
 def _delete_runs(ctx: SmokeContext, experiment_id: str) -> str:
     runs = list(
         ctx.conn.paginate(
@@ -155,6 +164,8 @@ def cleanup(ctx: SmokeContext, on_result: ResultCallback) -> list[CheckResult]:
         experiment = found.get("experiment")
         if experiment:
             experiment_id = experiment["experiment_id"]
+            if "trace" in ctx.attempted:
+                step("traces", lambda: _delete_traces(ctx, experiment_id))
             step("logged models", lambda: _delete_logged_models(ctx, experiment_id))
             step("artifacts", lambda: _delete_artifacts(ctx, experiment["artifact_location"]))
             step("runs", lambda: _delete_runs(ctx, experiment_id))

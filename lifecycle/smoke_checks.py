@@ -63,7 +63,8 @@ class SmokeContext:
     run_id: str | None = None
     run_artifact_uri: str | None = None
     model_version: str | None = None
-    # Kinds of object a check tried to create ("experiment", "registered_model", "user").
+    trace_id: str | None = None
+    # Kinds of object a check tried to create ("experiment", "trace", "registered_model", "user").
     attempted: set[str] = field(default_factory=set)
 
     @property
@@ -500,6 +501,85 @@ def check_isolation(ctx: SmokeContext) -> str:
     )
 
 
+# --- tracing: OTLP ingest ----------------------------------------------------------------------
+
+# OpenTelemetry clients export to <tracking URI>/v1/traces, naming the experiment in this header
+# (mlflow/tracing/utils/otlp.py). OTLP/HTTP also accepts JSON with hex ids (the OTLP spec's JSON
+# encoding), so the check needs no OpenTelemetry SDK.
+OTLP_TRACES_PATH = "/v1/traces"
+OTLP_EXPERIMENT_HEADER = "x-mlflow-experiment-id"
+SMOKE_SERVICE_NAME = "mlflow-stack-smoke"
+
+
+def otlp_export_body(trace_hex: str, span_hex: str, smoke_id: str, now_ns: int) -> dict[str, object]:
+    """One finished span, as an OTLP/HTTP JSON ExportTraceServiceRequest."""
+    return {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": SMOKE_SERVICE_NAME}}]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "mlflow-stack.smoke"},
+                        "spans": [
+                            {
+                                "traceId": trace_hex,
+                                "spanId": span_hex,
+                                "name": "smoke-span",
+                                "kind": 1,
+                                "startTimeUnixNano": str(now_ns),
+                                "endTimeUnixNano": str(now_ns + 1_000_000),
+                                "attributes": [
+                                    {"key": "mlflow-stack.smoke", "value": {"stringValue": smoke_id}}
+                                ],
+                                "status": {"code": 1},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def check_tracing(ctx: SmokeContext) -> str:
+    """What an OpenTelemetry-instrumented app does: export a span to /v1/traces through the load
+    balancer with basic-auth, then read the trace back from the tracking API. Anonymous export is
+    refused too: the OTLP endpoint is behind the same authentication as the REST API."""
+    experiment_id, _ = ctx.require_run()
+    trace_hex, span_hex = secrets.token_hex(16), secrets.token_hex(8)
+    url = urljoin(ctx.target.url.rstrip("/") + "/", OTLP_TRACES_PATH.lstrip("/"))
+    body = otlp_export_body(trace_hex, span_hex, ctx.smoke_id, time.time_ns())
+    headers = {"Content-Type": "application/json", OTLP_EXPERIMENT_HEADER: experiment_id}
+    anonymous = _send(ctx, "POST", url, json=body, headers=headers)
+    if anonymous.status_code != 401:
+        raise CheckFailed(
+            f"anonymous OTLP export to {OTLP_TRACES_PATH} answered {anonymous.status_code}, not 401"
+        )
+    ctx.attempted.add("trace")
+    exported = _send(
+        ctx, "POST", url, json=body, headers=headers, auth=(ctx.target.username, ctx.target.password)
+    )
+    if exported.status_code != 200:
+        raise CheckFailed(
+            f"OTLP export to {OTLP_TRACES_PATH} answered {exported.status_code}: {exported.text[:200]}"
+        )
+    ctx.trace_id = f"tr-{trace_hex}"
+    info = ctx.conn.call("GET", f"/api/3.0/mlflow/traces/{ctx.trace_id}")["trace"]["trace_info"]
+    location = info.get("trace_location", {}).get("mlflow_experiment", {}).get("experiment_id")
+    if location != experiment_id or info.get("state") != "OK":
+        raise CheckFailed(
+            f"trace {ctx.trace_id} read back in experiment {location}, state {info.get('state')}"
+        )
+    if info.get("tags", {}).get("service.name") != SMOKE_SERVICE_NAME:
+        raise CheckFailed(f"trace {ctx.trace_id} read back without service.name {SMOKE_SERVICE_NAME!r}")
+    return (
+        f"span exported over OTLP/HTTP (anonymous: 401), trace {ctx.trace_id} read back in "
+        f"experiment {experiment_id}"
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     Check("health", check_health),
     Check("https redirect", check_https_redirect),
@@ -509,6 +589,7 @@ CHECKS: tuple[Check, ...] = (
     Check("auth: admin login", check_admin_login),
     Check("tracking", check_tracking, requires=("auth: admin login",)),
     Check("artifacts", check_artifacts, requires=("tracking",)),
+    Check("tracing (OTLP)", check_tracing, requires=("tracking",)),
     Check("registry", check_registry, requires=("tracking",)),
     Check("isolation", check_isolation, requires=("tracking",)),
 )

@@ -33,6 +33,7 @@ EXPECTED_CLEANUP = [
     "temporary user",
     "registered model",
     "experiment lookup",
+    "traces",
     "logged models",
     "artifacts",
     "runs",
@@ -103,6 +104,19 @@ def assert_nothing_left(admin: Connection, info: LocalStackInfo, smoke_id: str) 
         )
     )
     assert runs == []
+    traces = admin.call(
+        "POST",
+        "/api/3.0/mlflow/traces/search",
+        json={
+            "locations": [
+                {
+                    "type": "MLFLOW_EXPERIMENT",
+                    "mlflow_experiment": {"experiment_id": experiment["experiment_id"]},
+                }
+            ]
+        },
+    ).get("traces", [])
+    assert traces == []
     assert _missing(lambda: admin.call("GET", "registered-models/get", params={"name": smoke_id}))
     assert _missing(lambda: admin.call("GET", "users/get", params={"username": smoke_id}))
     models = list(
@@ -134,6 +148,8 @@ def test_full_smoke_over_https_passes_and_leaves_nothing_behind(
     assert details["tls"].startswith(("TLSv1.3", "TLSv1.2"))
     assert "predicted [3.0, 5.0, 7.0]" in details["registry"]
     assert "403 before a grant, 200 after READ" in details["isolation"]
+    # OTLP through Caddy with basic-auth; anonymous export refused.
+    assert "span exported over OTLP/HTTP (anonymous: 401)" in details["tracing (OTLP)"]
     assert any("mlflow gc" in note for note in report["notes"])
     assert local_stack.password not in result.stdout + result.stderr
 
@@ -162,7 +178,7 @@ def test_table_output_is_readable_and_exit_code_zero(local_stack: LocalStackInfo
     assert lines[1].split() == ["CHECK", "RESULT", "SECONDS", "DETAIL"]
     total = next(line for line in lines if line.startswith("TOTAL"))
     assert total.split()[:2] == ["TOTAL", "PASS"]
-    assert "10 passed, 0 failed, 0 skipped; cleanup 7/7 ok" in total
+    assert "11 passed, 0 failed, 0 skipped; cleanup 8/8 ok" in total
     # The mlflow client's own banners ("View run ...") must not leak into the report.
     assert "View run" not in result.stdout
     assert local_stack.password not in result.stdout + result.stderr
@@ -198,6 +214,7 @@ def test_wrong_password_fails_the_auth_check_with_a_clear_message(
         "auth: admin login": "FAIL",
         "tracking": "SKIP",
         "artifacts": "SKIP",
+        "tracing (OTLP)": "SKIP",
         "registry": "SKIP",
         "isolation": "SKIP",
     }
