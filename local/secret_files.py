@@ -7,6 +7,7 @@ local stack exercises the quoting path that real-world passwords need.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from dataclasses import dataclass
@@ -58,6 +59,16 @@ class SecretFiles:
         return self.directory / "flask_secret_key"
 
     @property
+    def crypto_kek_passphrase(self) -> Path:
+        """MLflow's AI-gateway secrets are encrypted under a key derived from it."""
+        return self.directory / "crypto_kek_passphrase"
+
+    @property
+    def webhook_encryption_key(self) -> Path:
+        """The Fernet key MLflow encrypts webhook secrets with."""
+        return self.directory / "webhook_encryption_key"
+
+    @property
     def postgres_superuser_password(self) -> Path:
         """Only the stack itself uses it (to create the app role); replicas never see it."""
         return self.directory / "postgres_superuser_password"
@@ -70,6 +81,9 @@ class SecretFiles:
             self.admin_password: generate_password,
             self.db_password: generate_password,
             self.flask_secret_key: lambda: secrets.token_hex(32),
+            self.crypto_kek_passphrase: lambda: secrets.token_urlsafe(32),
+            # What cryptography's Fernet.generate_key() returns: 32 random bytes, url-safe base64.
+            self.webhook_encryption_key: lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             self.postgres_superuser_password: generate_password,
         }
         for path, generate in generators.items():

@@ -6,7 +6,8 @@ secrets as `<NAME>_FILE` paths to 0600 files in the state directory.
 
 State directory layout (default `.local-stack/`, mode 0700):
     state.json            ports, replica count and the processes started (PID + start time)
-    secrets/              admin_password, db_password, flask_secret_key, postgres_superuser_password
+    secrets/              admin_password, db_password, flask_secret_key, crypto_kek_passphrase,
+                          webhook_encryption_key, postgres_superuser_password
     postgres/data/        the database cluster (kept by `down`, removed by `down --purge`)
     caddy/                Caddyfile and Caddy's storage, including the internal CA (pki/...)
     s3-snapshot/          the emulator's objects, saved by `down` and restored by `up`
@@ -344,6 +345,8 @@ class LocalStack:
                 c.DB_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.db_password),
                 c.ADMIN_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.admin_password),
                 c.FLASK_SECRET_KEY.name + c.FILE_SUFFIX: str(self.secrets.flask_secret_key),
+                c.CRYPTO_KEK_PASSPHRASE.name + c.FILE_SUFFIX: str(self.secrets.crypto_kek_passphrase),
+                c.WEBHOOK_ENCRYPTION_KEY.name + c.FILE_SUFFIX: str(self.secrets.webhook_encryption_key),
                 "PYTHONUNBUFFERED": "1",
                 # The entrypoint's private auth config (admin password, auth DB URI) and MLflow's
                 # upload spool live in the state dir, not the shared /tmp: `down --purge` takes them.

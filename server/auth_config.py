@@ -1,8 +1,8 @@
 """The basic-auth config file MLflow reads from MLFLOW_AUTH_CONFIG_PATH.
 
 Keys are those of mlflow/server/auth/config.py (`read_auth_config`) in MLflow 3.17. The file holds
-the admin password and the auth DB URI (with the DB password), so it is created 0600 in a private
-0700 directory and never logged.
+the admin password, so it is created 0600 in the replica's private 0700 directory and never
+logged. The auth DB URI in it carries no password (libpq reads it from PGPASSFILE).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def render_auth_config(settings: ServerSettings) -> str:
 
 
 def write_auth_config(settings: ServerSettings, directory: str | None = None) -> Path:
-    """Write the config into a fresh private directory and return its path."""
+    """Write the config into a fresh private directory and return its path. The entrypoint keeps
+    the replica's other secret files (libpq's password file, the workers' keys) in that directory
+    too, so they all go together when the server stops."""
     private_dir = Path(tempfile.mkdtemp(prefix="mlflow-stack-auth-", dir=directory))  # mkdtemp: mode 0700
     path = private_dir / "basic_auth.ini"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

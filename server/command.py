@@ -73,8 +73,8 @@ def uvicorn_options(settings: ServerSettings) -> str:
 
 
 def server_arguments(settings: ServerSettings, app_name: str) -> list[str]:
-    """Arguments after `mlflow`, i.e. `server ...`. Contains the DB password inside the store
-    URI, so it is only ever passed in-process, never put on a command line or logged."""
+    """Arguments after `mlflow`, i.e. `server ...`. No secret in them: the store URIs carry no
+    password (libpq reads it from PGPASSFILE), so they may be logged as they are."""
     backend = sqlalchemy_uri(settings, settings.db_name)
     return [
         "server",
@@ -107,8 +107,8 @@ def server_environment(settings: ServerSettings, auth_config_path: str) -> dict[
     """Environment MLflow and its uvicorn workers read (names checked in mlflow/environment_variables.py)."""
     return {
         "MLFLOW_AUTH_CONFIG_PATH": auth_config_path,
-        # MLflow reads the key only from its environment; every replica gets the same one.
-        contract.FLASK_SECRET_KEY.name: settings.flask_secret_key,
+        # No secret values here: this environment reaches the uvicorn process and its workers. The
+        # Flask key and MLflow's encryption keys go to the workers as files (server/worker_secrets.py).
         # Read by server/app.py in every uvicorn worker.
         contract.HOT_PATHS.name: "true" if settings.hot_paths else "false",
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(settings.db_pool_size),
@@ -126,16 +126,3 @@ def server_environment(settings: ServerSettings, auth_config_path: str) -> dict[
         # answers 200; a caller must learn that what it logged is not what was stored (400).
         "MLFLOW_TRUNCATE_LONG_VALUES": "false",
     }
-
-
-def redacted(arguments: list[str], settings: ServerSettings) -> list[str]:
-    """The arguments with every secret replaced, for the start-up log line."""
-    from urllib.parse import quote
-
-    secrets = [settings.db_password, quote(settings.db_password, safe="")]
-    out = []
-    for arg in arguments:
-        for secret in secrets:
-            arg = arg.replace(secret, "***")
-        out.append(arg)
-    return out

@@ -73,6 +73,17 @@ ADMIN_PASSWORD = Setting("MLFLOW_STACK_ADMIN_PASSWORD", "basic-auth admin passwo
 FLASK_SECRET_KEY = Setting(
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "Flask session/CSRF key; identical on every replica"
 )
+# MLflow 3's own encryption keys (names from mlflow/utils/crypto.py and
+# mlflow/environment_variables.py). Unset, MLflow falls back to a built-in passphrase for AI-gateway
+# secrets and to a random Fernet key per *process* for webhook secrets (one worker cannot read what
+# another stored); the stack generates both once and gives every replica the same values.
+CRYPTO_KEK_PASSPHRASE = Setting(
+    "MLFLOW_CRYPTO_KEK_PASSPHRASE", "passphrase MLflow derives the AI-gateway secrets' encryption key from"
+)
+WEBHOOK_ENCRYPTION_KEY = Setting(
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+    "Fernet key (32 bytes, url-safe base64) MLflow encrypts webhook secrets with",
+)
 
 PLAIN_SETTINGS: tuple[Setting, ...] = (
     DB_HOST,
@@ -94,6 +105,15 @@ PLAIN_SETTINGS: tuple[Setting, ...] = (
     ADMIN_USERNAME,
     HOT_PATHS,
 )
-SECRET_SETTINGS: tuple[Setting, ...] = (DB_PASSWORD, ADMIN_PASSWORD, FLASK_SECRET_KEY)
+SECRET_SETTINGS: tuple[Setting, ...] = (
+    DB_PASSWORD,
+    ADMIN_PASSWORD,
+    FLASK_SECRET_KEY,
+    CRYPTO_KEK_PASSPHRASE,
+    WEBHOOK_ENCRYPTION_KEY,
+)
+# Secrets only the uvicorn workers need (MLflow reads them from its environment there); the
+# entrypoint hands them over as files, never as values (server/worker_secrets.py).
+WORKER_SECRETS: tuple[Setting, ...] = (FLASK_SECRET_KEY, CRYPTO_KEK_PASSPHRASE, WEBHOOK_ENCRYPTION_KEY)
 
 FILE_SUFFIX = "_FILE"

@@ -9,10 +9,12 @@ creation with a file lock, which does nothing across containers.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -40,22 +42,52 @@ class DatabaseUnavailable(RuntimeError):
     pass
 
 
-def sqlalchemy_uri(settings: ServerSettings, database: str) -> str:
-    """`postgresql+psycopg://` URI with user and password percent-quoted.
+PASSFILE_NAME = "pgpass"
+# libpq's variable for the password file; every libpq connection of the process and its children
+# (psycopg 3 connects through libpq) reads the password from there.
+PASSFILE_ENV = "PGPASSFILE"
 
-    Quoting with safe="" matters: a password containing `@`, `:`, `/`, `%`, `#` or `?` would
-    otherwise be parsed as part of the host, path or query.
+
+def sqlalchemy_uri(settings: ServerSettings, database: str) -> str:
+    """`postgresql+psycopg://` URI *without* a password: libpq takes it from the password file
+    (`PGPASSFILE`, see `write_passfile`).
+
+    MLflow's server launcher copies the store URIs into the uvicorn process's environment
+    (mlflow/server/__init__.py `_run_server`), and the auth URI sits in the basic-auth config, so a
+    password here would be readable in /proc/<pid>/environ of every worker.
     """
     user = quote(settings.db_user, safe="")
-    password = quote(settings.db_password, safe="")
     return (
-        f"postgresql+psycopg://{user}:{password}@{settings.db_host}:{settings.db_port}/{database}"
+        f"postgresql+psycopg://{user}@{settings.db_host}:{settings.db_port}/{database}"
         f"?sslmode={settings.db_sslmode}&connect_timeout={CONNECT_TIMEOUT_SECONDS}"
     )
 
 
+def _passfile_field(value: str) -> str:
+    # https://www.postgresql.org/docs/current/libpq-pgpass.html: ':' and '\' are escaped with '\'.
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def passfile_line(settings: ServerSettings) -> str:
+    """`host:port:*:user:password` — one line covering the tracking and the auth database."""
+    host, port = _passfile_field(settings.db_host), str(settings.db_port)
+    user, password = _passfile_field(settings.db_user), _passfile_field(settings.db_password)
+    return f"{host}:{port}:*:{user}:{password}"
+
+
+def write_passfile(settings: ServerSettings, directory: Path) -> Path:
+    """Write libpq's password file, 0600 from the start (libpq ignores a group- or world-readable
+    one), into the replica's private directory; the caller points PGPASSFILE at it."""
+    path = directory / PASSFILE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(passfile_line(settings) + "\n")
+    return path
+
+
 def _connect(settings: ServerSettings, database: str) -> psycopg.Connection:
-    """Connect with keyword arguments (no URI), so the password needs no quoting at all here."""
+    """Connect with keyword arguments and no password: libpq reads it from PGPASSFILE, exactly as
+    the server's engines will, so a password file that does not work fails here, before serving."""
     deadline = time.monotonic() + CONNECT_RETRY_SECONDS
     while True:
         try:
@@ -64,7 +96,6 @@ def _connect(settings: ServerSettings, database: str) -> psycopg.Connection:
                 port=settings.db_port,
                 dbname=database,
                 user=settings.db_user,
-                password=settings.db_password,
                 sslmode=settings.db_sslmode,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 autocommit=True,

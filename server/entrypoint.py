@@ -2,15 +2,17 @@
 
 Order matters, and each step fails before the next one can half-start something:
 1. validate every setting (stdlib only, sub-second) — one error listing all problems, exit 2;
-2. write the basic-auth config into a private 0600 file;
+2. write the basic-auth config, libpq's password file and the workers' keys into private 0600
+   files (no secret value goes into any process's environment or command line);
 3. under a PostgreSQL advisory lock: create the auth database, migrate both schemas, create the
    admin user — exactly once across any number of replicas;
 4. run `mlflow server --app-name basic-auth` (uvicorn workers) in this process.
 
 Step 4 calls MLflow's own `server` command in-process rather than exec-ing a new `mlflow`
 process: the behaviour is the same command, but it saves re-importing MLflow (~5 s of CPU per
-replica start) and keeps the DB password off any command line. MLflow's command installs its own
-SIGTERM/SIGINT forwarding to the uvicorn supervisor, so container stop signals still work.
+replica start). The store URIs it passes on carry no password (libpq reads PGPASSFILE).
+MLflow's command installs its own SIGTERM/SIGINT forwarding to the uvicorn supervisor, so
+container stop signals still work.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def _configure_logging() -> None:
 
 
 def _drop_secret_variables() -> None:
-    """Secrets injected as env vars (ECS task `secrets`) are not needed by the worker processes
-    (they get the auth config file and the store URI), so they do not inherit them."""
-    for setting in (contract.DB_PASSWORD, contract.ADMIN_PASSWORD):
+    """Secrets injected as env vars (ECS task `secrets`) are read once, by `load_settings`; the
+    processes this one starts get files instead (libpq's password file, the auth config, the
+    workers' key files), so no secret value is in the environment they inherit."""
+    for setting in contract.SECRET_SETTINGS:
         os.environ.pop(setting.name, None)
 
 
@@ -61,17 +64,32 @@ def serve(app_name: str) -> int:
     try:
         return _prepare_and_run(settings, app_name, auth_config_path)
     finally:
-        # The config holds the admin password and the auth DB URI. Workers (and uvicorn's restarts
-        # of them) read it while the server runs, so it goes only once the server has stopped.
+        # The private dir holds the auth config (admin password), libpq's password file and the
+        # workers' keys. Workers (and uvicorn's restarts of them) read them while the server runs,
+        # so they go only once the server has stopped.
         shutil.rmtree(auth_config_path.parent, ignore_errors=True)
 
 
 def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: Path) -> int:
-    from server.command import redacted, server_arguments, server_environment
-    from server.database import DatabaseUnavailable, prepare_databases
+    from server.command import server_arguments, server_environment
+    from server.database import PASSFILE_ENV, DatabaseUnavailable, prepare_databases, write_passfile
+    from server.worker_secrets import use_worker_app, write_worker_secrets
 
+    private_dir = auth_config_path.parent
     os.environ.update(server_environment(settings, str(auth_config_path)))
+    os.environ[PASSFILE_ENV] = str(write_passfile(settings, private_dir))
+    os.environ.update(write_worker_secrets(settings, private_dir))
     _drop_secret_variables()
+    for setting, value in (
+        (contract.CRYPTO_KEK_PASSPHRASE, settings.crypto_kek_passphrase),
+        (contract.WEBHOOK_ENCRYPTION_KEY, settings.webhook_encryption_key),
+    ):
+        if value is None:
+            _logger.warning(
+                "%s is not set: MLflow falls back to its built-in default for it (%s)",
+                setting.name,
+                setting.description,
+            )
     try:
         prepare_databases(settings)
     except DatabaseUnavailable as exc:
@@ -79,12 +97,10 @@ def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: 
         return EXIT_DATABASE
 
     arguments = server_arguments(settings, app_name)
-    _logger.info("starting: mlflow %s", " ".join(redacted(arguments, settings)))
+    _logger.info("starting: mlflow %s", " ".join(arguments))
     from mlflow.cli import cli
 
-    from server.app import use_kit_app
-
-    use_kit_app()
+    use_worker_app(settings.flask_secret_key)
     # Standalone mode: click reports usage errors the way `mlflow server` does and exits with
     # the server's status, so this call only returns through SystemExit.
     cli.main(args=arguments, prog_name="mlflow", standalone_mode=True)

@@ -7,6 +7,8 @@ fixing a task definition should see the whole list in one go.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +25,8 @@ BOOLEANS: tuple[str, ...] = ("true", "false")
 SSLMODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 MIN_ADMIN_PASSWORD_LENGTH = 12
 MIN_FLASK_SECRET_KEY_LENGTH = 16
+MIN_KEK_PASSPHRASE_LENGTH = 16
+FERNET_KEY_BYTES = 32  # cryptography's Fernet: urlsafe_b64decode(key) must be exactly 32 bytes
 
 _DB_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _HOST_NAME = re.compile(
@@ -78,6 +82,9 @@ class ServerSettings:
     db_password: str
     admin_password: str
     flask_secret_key: str
+    # Optional: unset, MLflow uses its built-in fallbacks (the entrypoint warns).
+    crypto_kek_passphrase: str | None = None
+    webhook_encryption_key: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -140,7 +147,7 @@ class _Reader:
             return None
         return value
 
-    def secret(self, setting: contract.Setting, min_length: int = 1) -> str | None:
+    def secret(self, setting: contract.Setting, min_length: int = 1, required: bool = True) -> str | None:
         """A secret from `<NAME>` or from the file named by `<NAME>_FILE`; never echoes the value."""
         file_var = setting.name + contract.FILE_SUFFIX
         direct = self.env.get(setting.name)
@@ -162,6 +169,8 @@ class _Reader:
             source = f"the file in {file_var}"
         elif direct:
             value, source = direct, setting.name
+        elif not required:
+            return None
         else:
             self.fail(
                 setting,
@@ -238,6 +247,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     db_password = r.secret(c.DB_PASSWORD)
     admin_password = r.secret(c.ADMIN_PASSWORD, MIN_ADMIN_PASSWORD_LENGTH)
     flask_key = r.secret(c.FLASK_SECRET_KEY, MIN_FLASK_SECRET_KEY_LENGTH)
+    kek_passphrase = r.secret(c.CRYPTO_KEK_PASSPHRASE, MIN_KEK_PASSPHRASE_LENGTH, required=False)
+    webhook_key = r.secret(c.WEBHOOK_ENCRYPTION_KEY, required=False)
+    if webhook_key is not None and not is_fernet_key(webhook_key):
+        r.fail(
+            c.WEBHOOK_ENCRYPTION_KEY,
+            "the value is not a Fernet key",
+            f"Use {FERNET_KEY_BYTES} random bytes in url-safe base64 (44 characters ending in '='), "
+            "e.g. from `cryptography.fernet.Fernet.generate_key()`.",
+        )
 
     if r.problems:
         raise SettingsError(r.problems)
@@ -268,4 +286,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
         db_password=db_password,
         admin_password=admin_password,
         flask_secret_key=flask_key,
+        crypto_kek_passphrase=kek_passphrase,
+        webhook_encryption_key=webhook_key,
     )
+
+
+def is_fernet_key(value: str) -> bool:
+    """What cryptography's `Fernet(key)` accepts: url-safe base64 decoding to exactly 32 bytes.
+    Checked here with the standard library, so a bad key fails start-up instead of the first
+    webhook request."""
+    try:
+        return len(base64.urlsafe_b64decode(value.encode("ascii"))) == FERNET_KEY_BYTES
+    except (binascii.Error, ValueError):
+        return False
