@@ -2,25 +2,50 @@
 
 `--app-name basic-auth` still means MLflow's basic-auth — same users, permissions, credential
 cache, UI and authorization function. The entrypoint points that name at `create_app` below (see
-`use_kit_app`), which installs three things on MLflow's Flask app before basic-auth wraps it.
-Measured on MLflow 3.17.2 by tests/reliability/, each answered with a 500 without them:
-- a JSON body that is not a UTF-8 JSON object (malformed, an array, invalid UTF-8, nested deeper
-  than the parser's recursion limit) reaches handlers that call `len()` on `None` → now 400;
+`use_kit_app`), which installs these on MLflow's Flask app around basic-auth's own hook.
+Measured on MLflow 3.17.2 by tests/reliability/, each answered with a 500 (or leaked) without them:
 - an `Authorization` header that is not Basic (e.g. `Bearer`) makes basic-auth hash a `None`
-  password → now 401 with the Basic challenge;
-- an artifact upload while S3 is unreachable lets botocore's exception escape → now 503 that names
-  the artifact store, so a client (and its retry logic) can tell what failed.
+  password → 401 with the Basic challenge;
+- **authentication first**: every other check below runs for an authenticated caller only, so an
+  anonymous malformed or 12 MB body costs no parse and gets basic-auth's 401 (the credentials are
+  checked once per request: `authenticate_request` is memoised on `flask.g`);
+- a body sent to a route that parses a JSON message (MLflow's protobuf REST endpoints and
+  /graphql) that is not a UTF-8 JSON object (server/request_guards.py) → 400; upload routes
+  (`/ajax-api/2.0/mlflow/upload-artifact`, artifact PUTs) carry raw files and are never parsed;
+- a malformed `page_token` for `runs/search` / `logged-models/search`, an empty GraphQL query or
+  a GraphQL syntax error → 400;
+- a webhook URL aimed at loopback, private, link-local or metadata addresses → 400 (server/ssrf.py),
+  checked after basic-auth's authorization so only callers allowed to manage webhooks learn why;
+- an artifact store (S3) failure → 503 naming the artifact store; a missing artifact → 404 and a
+  malformed artifact path → 400, never the bucket (server/errors.py);
+- a store (database) error → its body says only that the tracking store is unavailable; any other
+  5xx body says "internal error"; the detail is logged (server/errors.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
+
+from server import request_guards, ssrf
 
 KIT_APP = "server.app:create_app"
 BASIC_AUTH = "basic-auth"
-_BODY_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_AUTHORIZATION_KEY = "mlflow_stack_authorization"
+# Flask endpoint names are MLflow's handler names (mlflow/server/__init__.py `add_url_rule`).
+_RAW_BODY_ENDPOINTS = frozenset({"_upload_artifact"})
+_PAGE_TOKEN_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "_search_runs": request_guards.runs_page_token_problem,
+    "_search_logged_models": request_guards.logged_models_page_token_problem,
+}
+_GRAPHQL_ENDPOINT = "_graphql"
+_WEBHOOK_WRITE_ENDPOINTS = frozenset({"_create_webhook", "_update_webhook"})
+
+# Kept for callers of the former module-level name.
+json_body_problem = request_guards.json_body_problem
 
 
 def _json_error(status: int, error_code: str, message: str, headers: dict[str, str] | None = None) -> Any:
@@ -30,24 +55,29 @@ def _json_error(status: int, error_code: str, message: str, headers: dict[str, s
     return Response(body, status=status, mimetype="application/json", headers=headers)
 
 
-def json_body_problem(method: str, mimetype: str, body: bytes) -> str | None:
-    """Why a request body cannot be a REST call's JSON object, or None when it can (or isn't JSON)."""
-    if method not in _BODY_METHODS or mimetype != "application/json" or not body:
-        return None
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return "the request body is not valid UTF-8"
-    except RecursionError:
-        return "the request body is nested too deeply"
-    except ValueError as exc:
-        return f"the request body is not valid JSON: {exc}"
-    if not isinstance(value, dict):
-        return "the request body must be a JSON object"
-    return None
+def _bad_request(problem: str) -> Any:
+    return _json_error(400, "INVALID_PARAMETER_VALUE", problem)
 
 
-def _reject_malformed_request() -> Any:
+def json_message_endpoints() -> frozenset[str]:
+    """Flask endpoints whose handler parses the body as a JSON message (never an upload)."""
+    from mlflow.server.handlers import get_endpoints
+
+    return frozenset(handler.__name__ for _, handler, _ in get_endpoints()) - _RAW_BODY_ENDPOINTS
+
+
+def _request_json() -> Any:
+    from flask import request
+
+    return request.get_json(force=True, silent=True, cache=True)
+
+
+def _body_field(name: str) -> Any:
+    body = _request_json()
+    return body.get(name) if isinstance(body, dict) else None
+
+
+def _malformed_authorization() -> Any:
     from flask import request
 
     header = request.headers.get("Authorization")
@@ -64,10 +94,82 @@ def _reject_malformed_request() -> Any:
             "only HTTP Basic credentials are accepted (Authorization: Basic <base64 user:password>)",
             headers={"WWW-Authenticate": 'Basic realm="mlflow"'},
         )
-    problem = json_body_problem(request.method, request.mimetype, request.get_data(cache=True))
-    if problem is not None:
-        return _json_error(400, "INVALID_PARAMETER_VALUE", problem)
     return None
+
+
+def _make_authenticate_then_check(json_endpoints: frozenset[str]) -> Callable[[], Any]:
+    def authenticate_then_check() -> Any:
+        """Runs before basic-auth's hook: the same 401 basic-auth would give, then the body checks
+        (before basic-auth's authorization, whose validators parse the body themselves)."""
+        from flask import Response, request
+        from mlflow.server import auth
+
+        rejected = _malformed_authorization()
+        if rejected is not None or auth.is_unprotected_route(request.path):
+            return rejected
+        authorization = auth.authenticate_request()
+        if isinstance(authorization, Response):
+            return authorization
+        endpoint = request.endpoint or ""
+        if endpoint not in json_endpoints:
+            return None
+        method = request.method
+        problem = request_guards.json_body_problem(method, request.mimetype, request.get_data(cache=True))
+        if problem is None and endpoint in _PAGE_TOKEN_CHECKS and method in request_guards.BODY_METHODS:
+            problem = _PAGE_TOKEN_CHECKS[endpoint](_body_field("page_token"))
+        if problem is None and endpoint == _GRAPHQL_ENDPOINT:
+            problem = request_guards.graphql_query_problem(_body_field("query"))
+        return None if problem is None else _bad_request(problem)
+
+    return authenticate_then_check
+
+
+def _check_webhook() -> Any:
+    """Runs after basic-auth's hook: only a caller allowed to write webhooks gets here."""
+    from flask import request
+
+    if request.endpoint not in _WEBHOOK_WRITE_ENDPOINTS or request.method not in request_guards.BODY_METHODS:
+        return None
+    body = _request_json()
+    if not isinstance(body, dict):
+        return None
+    problem = ssrf.webhook_events_problem(body.get("events"))
+    if problem is None and ("url" in body or request.endpoint == "_create_webhook"):
+        problem = ssrf.webhook_url_problem(body.get("url"))
+    return None if problem is None else _bad_request(problem)
+
+
+def _memoise_authentication() -> None:
+    """basic-auth's hook and its after-request grants call `authenticate_request` again; within
+    one request the answer cannot change, so the password hash is verified once."""
+    from flask import g
+    from mlflow.server import auth
+
+    authenticate = auth.authenticate_request
+    if getattr(authenticate, "kit_memoised", False):
+        return
+
+    @functools.wraps(authenticate)
+    def authenticate_request() -> Any:
+        if _AUTHORIZATION_KEY not in g:
+            setattr(g, _AUTHORIZATION_KEY, authenticate())
+        return getattr(g, _AUTHORIZATION_KEY)
+
+    authenticate_request.kit_memoised = True  # type: ignore[attr-defined]
+    auth.authenticate_request = authenticate_request
+
+
+def _graphql_syntax_is_a_client_error(view: Callable[..., Any]) -> Callable[..., Any]:
+    from graphql import GraphQLError
+
+    @functools.wraps(view)
+    def graphql_view(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except GraphQLError as exc:  # raised by the parser only; execution errors are in the result
+            return _bad_request(f"the GraphQL query is not valid: {exc.message}")
+
+    return graphql_view
 
 
 def _artifact_store_unavailable(error: Exception) -> Any:
@@ -89,22 +191,30 @@ def create_app() -> Any:
     """uvicorn's app factory in every worker: guards first, then MLflow's basic-auth app."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from server import contract, hot_paths
+    from server import contract, errors, hot_paths
 
     # Before anything creates a store: the session-maker change applies when a store is built.
     if os.environ.get(contract.HOT_PATHS.name, contract.HOT_PATHS.default) == "true":
         hot_paths.install()
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
+    from mlflow.server.handlers import catch_mlflow_exception
 
-    # Registered before basic-auth's own before_request hook, so malformed requests never reach
-    # the authorization validators (which parse the body) or the handlers.
-    flask_app.before_request(_reject_malformed_request)
+    errors.install()
+    _memoise_authentication()
+    # Registered before basic-auth's own before_request hook; MLflow errors raised while
+    # authenticating (database down) are answered as MLflow answers them (scrubbed by `errors`).
+    flask_app.before_request(catch_mlflow_exception(_make_authenticate_then_check(json_message_endpoints())))
+    if _GRAPHQL_ENDPOINT in flask_app.view_functions:
+        flask_app.view_functions[_GRAPHQL_ENDPOINT] = _graphql_syntax_is_a_client_error(
+            flask_app.view_functions[_GRAPHQL_ENDPOINT]
+        )
     # Artifact routes exist twice: Flask handlers (listing, multipart) and, under uvicorn, MLflow's
     # native FastAPI router for streaming upload/download. Both get the same answer.
     for error in (BotoCoreError, ClientError):
         flask_app.register_error_handler(error, _artifact_store_unavailable)
     asgi_app = create_basic_auth_app(flask_app)
+    flask_app.before_request(catch_mlflow_exception(_check_webhook))
     if hasattr(asgi_app, "add_exception_handler"):
         for error in (BotoCoreError, ClientError):
             asgi_app.add_exception_handler(error, _artifact_store_unavailable_asgi)
