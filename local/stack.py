@@ -341,6 +341,8 @@ class LocalStack:
                 c.PORT.name: str(port),
                 c.WORKERS.name: str(state.workers),
                 c.ADMIN_USERNAME.name: ADMIN_USERNAME,
+                # Caddy reaches the replicas from 127.0.0.1: only its X-Forwarded-For is believed.
+                c.FORWARDED_ALLOW_IPS.name: "127.0.0.1",
                 # Secrets by file path only: the values never enter any environment or command line.
                 c.DB_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.db_password),
                 c.ADMIN_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.admin_password),

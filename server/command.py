@@ -59,15 +59,16 @@ def uvicorn_options(settings: ServerSettings) -> str:
     """MLflow 3.17 serves with uvicorn by default (`--gunicorn-opts` is deprecated and disables the
     security middleware). Keep-alive must outlast the load balancer's idle timeout, or the
     balancer reuses a connection the server just closed and the client gets a 502.
-    Proxy headers: the replicas are only reachable from the load balancer, so trust its
-    X-Forwarded-Proto/For."""
+    Proxy headers: X-Forwarded-For/Proto are believed only from the load balancer's addresses
+    (`MLFLOW_STACK_FORWARDED_ALLOW_IPS`), so a client that reaches a replica directly cannot put
+    someone else's address into the access log."""
     return shlex.join(
         [
             "--timeout-keep-alive",
             str(settings.keepalive_seconds),
             "--proxy-headers",
             "--forwarded-allow-ips",
-            "*",
+            ",".join(settings.forwarded_allow_ips),
         ]
     )
 

@@ -66,6 +66,11 @@ HOT_PATHS = Setting(
     "the kit's CPU savings on MLflow's request hot paths (server/hot_paths.py): true or false",
     "true",
 )
+FORWARDED_ALLOW_IPS = Setting(
+    "MLFLOW_STACK_FORWARDED_ALLOW_IPS",
+    "comma-separated addresses/CIDRs of the load balancer; only their X-Forwarded-For/Proto is trusted",
+    "127.0.0.1",
+)
 
 # Secret settings: only ever from Secrets Manager (task `secrets`) or a *_FILE.
 DB_PASSWORD = Setting("MLFLOW_STACK_DB_PASSWORD", "PostgreSQL password")
@@ -104,6 +109,7 @@ PLAIN_SETTINGS: tuple[Setting, ...] = (
     AUTH_CACHE_TTL_SECONDS,
     ADMIN_USERNAME,
     HOT_PATHS,
+    FORWARDED_ALLOW_IPS,
 )
 SECRET_SETTINGS: tuple[Setting, ...] = (
     DB_PASSWORD,

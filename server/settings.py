@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -78,6 +79,8 @@ class ServerSettings:
     auth_cache_ttl_seconds: int
     admin_username: str
     hot_paths: bool
+    # Peers whose X-Forwarded-For/Proto uvicorn believes: the load balancer's subnets, never "*".
+    forwarded_allow_ips: tuple[str, ...]
     # Secrets: repr=False keeps them out of any accidental log of the settings object.
     db_password: str
     admin_password: str
@@ -189,6 +192,29 @@ class _Reader:
         return value
 
 
+def _forwarded_allow_ips(r: _Reader) -> tuple[str, ...]:
+    """Addresses or networks (IPv4/IPv6) uvicorn may take a client address from. A wildcard
+    would let any client that reaches a replica write its own address into the log."""
+    setting = contract.FORWARDED_ALLOW_IPS
+    value = r.text(setting) or ""
+    entries = tuple(e.strip() for e in value.split(",") if e.strip())
+    bad = []
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            bad.append(entry)
+    if bad or not entries:
+        r.fail(
+            setting,
+            f"{', '.join(repr(b) for b in bad) or 'empty list'} is not an IP address or CIDR",
+            "List the load balancer's addresses or subnets, e.g. 10.40.0.0/20,10.40.16.0/20 "
+            "('*' is refused: every client could then forge its address).",
+        )
+        return ()
+    return entries
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     """Validate the whole environment; raise one SettingsError listing every problem."""
     r = _Reader(os.environ if env is None else env)
@@ -243,6 +269,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     cache_ttl = r.integer(c.AUTH_CACHE_TTL_SECONDS, 0, 86400)
     admin_username = r.text(c.ADMIN_USERNAME)
     hot_paths = r.choice(c.HOT_PATHS, BOOLEANS)
+    forwarded_allow_ips = _forwarded_allow_ips(r)
 
     db_password = r.secret(c.DB_PASSWORD)
     admin_password = r.secret(c.ADMIN_PASSWORD, MIN_ADMIN_PASSWORD_LENGTH)
@@ -283,6 +310,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
         auth_cache_ttl_seconds=cache_ttl,
         admin_username=admin_username,
         hot_paths=hot_paths == "true",
+        forwarded_allow_ips=forwarded_allow_ips,
         db_password=db_password,
         admin_password=admin_password,
         flask_secret_key=flask_key,

@@ -88,6 +88,26 @@ def tuning_environment(server: ServerSettings) -> dict[str, str]:
     }
 
 
+# An existing VPC's subnet ranges are not in the stack file and cannot be looked up offline (an
+# `ec2:DescribeSubnets` call at deploy time would be needed); the load balancer then is trusted
+# anywhere in the private address space a VPC can use (RFC 1918 and RFC 6598). The task's security
+# group admits only the load balancer anyway; this keeps a peer inside the VPC from forging.
+# https://docs.aws.amazon.com/vpc/latest/userguide/vpc-cidr-blocks.html
+EXISTING_VPC_FORWARDED_ALLOW_IPS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+
+
+def load_balancer_cidrs(settings: Settings) -> tuple[str, ...]:
+    """Where the ALB's nodes live, so only they may set X-Forwarded-For: the public subnets, or
+    the private ones for an internal ALB (infra/platform.py places it the same way)."""
+    from infra.network import subnet_cidrs
+
+    network = settings.network
+    if network.existing_vpc_id is not None:
+        return EXISTING_VPC_FORWARDED_ALLOW_IPS
+    public, private = subnet_cidrs(network.vpc_cidr, network.az_count)
+    return tuple(public if settings.load_balancer.internet_facing else private)
+
+
 def build_server_spec(
     settings: Settings,
     *,
@@ -117,6 +137,7 @@ def build_server_spec(
         contract.DEFAULT_PERMISSION.name: server.default_permission,
         contract.ADMIN_USERNAME.name: server.admin_username,
         **tuning_environment(server),
+        contract.FORWARDED_ALLOW_IPS.name: ",".join(load_balancer_cidrs(settings)),
     }
     secrets: dict[str, pulumi.Input[str]] = {
         contract.DB_PASSWORD.name: secret_refs.db_password,
