@@ -143,6 +143,8 @@ def build_platform(settings: Settings) -> Platform:
                 secrets.db_password_secret_arn,
                 secrets.admin_password_secret_arn,
                 secrets.flask_secret_key_secret_arn,
+                secrets.crypto_kek_passphrase_secret_arn,
+                secrets.webhook_encryption_key_secret_arn,
             ],
             secrets_kms_key_arn=secrets.kms_key_arn,
             log_group_name=settings.log_group_name,
@@ -192,6 +194,8 @@ def build_platform(settings: Settings) -> Platform:
             secrets.db_password_secret_arn,
             secrets.admin_password_secret_arn,
             secrets.flask_secret_key_secret_arn,
+            secrets.crypto_kek_passphrase_secret_arn,
+            secrets.webhook_encryption_key_secret_arn,
         ),
         # A prebuilt image is expected to come from the same server/Dockerfile (e.g. built by CI).
         read_only_root=image_can_run_read_only(SCRATCH_PATH),
@@ -395,6 +399,8 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("db_user", platform.database.username)
     pulumi.export("db_password_secret_arn", platform.secrets.db_password_secret_arn)
     pulumi.export("flask_secret_key_secret_arn", platform.secrets.flask_secret_key_secret_arn)
+    pulumi.export("crypto_kek_passphrase_secret_arn", platform.secrets.crypto_kek_passphrase_secret_arn)
+    pulumi.export("webhook_encryption_key_secret_arn", platform.secrets.webhook_encryption_key_secret_arn)
     pulumi.export("runtime_role_arn", platform.identity.runtime_role_arn)
     pulumi.export("execution_role_arn", platform.identity.execution_role_arn)
     pulumi.export("log_group_name", platform.log_group_name)

@@ -43,6 +43,8 @@ class SecretRefs:
     db_password: pulumi.Input[str]
     admin_password: pulumi.Input[str]
     flask_secret_key: pulumi.Input[str]
+    crypto_kek_passphrase: pulumi.Input[str]
+    webhook_encryption_key: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def build_server_spec(
         contract.DB_PASSWORD.name: secret_refs.db_password,
         contract.ADMIN_PASSWORD.name: secret_refs.admin_password,
         contract.FLASK_SECRET_KEY.name: secret_refs.flask_secret_key,
+        contract.CRYPTO_KEK_PASSPHRASE.name: secret_refs.crypto_kek_passphrase,
+        contract.WEBHOOK_ENCRYPTION_KEY.name: secret_refs.webhook_encryption_key,
     }
     # The contract is the single list of names: a setting added there but not here fails loudly.
     expected_plain = {s.name for s in contract.PLAIN_SETTINGS}

@@ -10,11 +10,14 @@ from infra.compute.spec import DB_SSLMODE, SecretRefs, build_server_spec
 from infra.settings import Settings, build_settings
 from server import contract
 
-# Positional: DB password (an RDS-managed JSON secret's key), admin password, Flask key.
+# Positional: DB password (an RDS-managed JSON secret's key), admin password, Flask key, KEK
+# passphrase, webhook key.
 REFS = SecretRefs(
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-AbCdEf:password::",
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-stack/dev/admin-AbCdEf",
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-stack/dev/flask-AbCdEf",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-stack/dev/kek-AbCdEf",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-stack/dev/webhook-AbCdEf",
 )
 
 
@@ -50,6 +53,8 @@ def test_every_contract_setting_is_set_and_secrets_are_references() -> None:
         contract.DB_PASSWORD.name: REFS.db_password,
         contract.ADMIN_PASSWORD.name: REFS.admin_password,
         contract.FLASK_SECRET_KEY.name: REFS.flask_secret_key,
+        contract.CRYPTO_KEK_PASSPHRASE.name: REFS.crypto_kek_passphrase,
+        contract.WEBHOOK_ENCRYPTION_KEY.name: REFS.webhook_encryption_key,
     }
 
 

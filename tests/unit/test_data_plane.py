@@ -75,13 +75,15 @@ def test_stack_produces_the_data_plane(stack_graph, stack):
     assert graph.types >= COMPONENT_TYPES
     assert len(graph.of_type(RDS)) == 1
     assert len(graph.of_type(BUCKET, parent=component(graph, "artifacts"))) == 1
-    assert len(graph.of_type("aws:secretsmanager/secret:Secret", parent=component(graph, "secrets"))) == 3
+    assert len(graph.of_type("aws:secretsmanager/secret:Secret", parent=component(graph, "secrets"))) == 5
     for key in (
         "bucket_name",
         "db_endpoint",
         "db_password_secret_arn",
         "admin_password_secret_arn",
         "flask_secret_key_secret_arn",
+        "crypto_kek_passphrase_secret_arn",
+        "webhook_encryption_key_secret_arn",
     ):
         assert graph.outputs[key], key
 

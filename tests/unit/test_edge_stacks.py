@@ -151,9 +151,17 @@ def test_passwords_and_flask_key_reach_the_task_only_as_secret_references(
         contract.DB_PASSWORD.name: graph.outputs["db_password_secret_arn"],
         contract.ADMIN_PASSWORD.name: graph.outputs["admin_password_secret_arn"],
         contract.FLASK_SECRET_KEY.name: graph.outputs["flask_secret_key_secret_arn"],
+        contract.CRYPTO_KEK_PASSPHRASE.name: graph.outputs["crypto_kek_passphrase_secret_arn"],
+        contract.WEBHOOK_ENCRYPTION_KEY.name: graph.outputs["webhook_encryption_key_secret_arn"],
     }
     assert {s["name"]: s["valueFrom"] for s in container["secrets"]} == stored_arns
-    assert set(by_role) == {"db-password", "admin-password", "flask-secret-key"}
+    assert set(by_role) == {
+        "db-password",
+        "admin-password",
+        "flask-secret-key",
+        "crypto-kek-passphrase",
+        "webhook-encryption-key",
+    }
     plain_names = {e["name"] for e in container["environment"]}
     assert plain_names == {s.name for s in contract.PLAIN_SETTINGS}
     assert not plain_names & {s.name for s in contract.SECRET_SETTINGS}

@@ -119,7 +119,13 @@ def test_execution_role_reads_only_its_secrets_logs_and_image(stack_graph):
     policy = {statement["Sid"]: statement for statement in role_policy(graph, "execution")}
     secret_arns = sorted(
         graph.outputs[key]
-        for key in ("db_password_secret_arn", "admin_password_secret_arn", "flask_secret_key_secret_arn")
+        for key in (
+            "db_password_secret_arn",
+            "admin_password_secret_arn",
+            "flask_secret_key_secret_arn",
+            "crypto_kek_passphrase_secret_arn",
+            "webhook_encryption_key_secret_arn",
+        )
     )
     assert policy["ReadSecrets"]["Resource"] == secret_arns
     assert policy["ReadSecrets"]["Action"] == ["secretsmanager:GetSecretValue"]

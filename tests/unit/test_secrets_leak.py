@@ -55,7 +55,8 @@ def test_secrets_reach_only_secrets_manager_and_the_db_master_password(stack_gra
     versions = graph.of_type("aws:secretsmanager/secretVersion:SecretVersion")
     secrets_component = graph.one("mlflow-stack:secrets:Secrets").name
     ours = [v for v in versions if v.parent_name == secrets_component]
-    assert len(ours) == 3
+    # DB and admin passwords, Flask key, MLflow's KEK passphrase and webhook key.
+    assert len(ours) == 5
     for version in ours:
         assert isinstance(version.inputs["secretString"], Secret)
         assert unwrap(version.inputs["secretString"]).startswith(SECRET_SENTINEL)
@@ -74,8 +75,10 @@ def test_secrets_are_encrypted_with_their_own_key(stack_graph, stack):
     # Name prefixes (the provider appends a unique suffix, see infra/secrets.py).
     assert sorted(s.get("namePrefix").rsplit("/", 1)[-1].removesuffix("-") for s in secrets) == [
         "admin-password",
+        "crypto-kek-passphrase",
         "db-password",
         "flask-secret-key",
+        "webhook-encryption-key",
     ]
     for secret in secrets:
         assert secret.get("kmsKeyId").endswith(f"key/{key.id}")
@@ -105,3 +108,44 @@ def test_password_character_sets_survive_urls_headers_and_rds():
     # RDS refuses '/', '@', '"' and spaces in the master password.
     for char in '/@" ':
         assert char not in DB_PASSWORD_SPECIALS, char
+
+
+@pytest.mark.parametrize("stack", STACK_FILES)
+def test_mlflow_encryption_keys_are_generated_stored_and_read_only_by_the_server_execution_role(
+    stack_graph, stack
+):
+    """MLflow's KEK passphrase and webhook key: generated per stack (never MLflow's defaults),
+    a Secrets Manager secret with a version each, and readable by the server's execution role only."""
+    graph = stack_graph(stack)
+    keys = ("crypto_kek_passphrase_secret_arn", "webhook_encryption_key_secret_arn")
+    arns = {graph.outputs[key] for key in keys}
+    generators = {r.name for r in graph.of_type(GENERATOR_TYPE)}
+    assert any(name.endswith("-crypto-kek-passphrase") for name in generators)
+    assert any(name.endswith("-webhook-encryption-key") for name in generators)
+    readers = [
+        role_policy.name
+        for role_policy in graph.of_type("aws:iam/rolePolicy:RolePolicy")
+        if any(arn in str(role_policy.inputs.get("policy")) for arn in arns)
+    ]
+    assert readers and all(name.endswith("-execution-policy") for name in readers), readers
+    assert not any("maint" in name or "operations" in name for name in readers), readers
+
+
+def test_the_generated_webhook_key_is_always_a_fernet_key():
+    """RandomPassword over the url-safe alphabet, 43 characters, plus '=' (infra/secrets.py): every
+    such string is a key cryptography's Fernet accepts — the extremes and random draws alike."""
+    import secrets as stdlib_secrets
+    import string
+
+    from cryptography.fernet import Fernet
+
+    from infra.secrets import FERNET_ALPHABET_SPECIALS, FERNET_KEY_CHARACTERS
+
+    alphabet = string.ascii_letters + string.digits + FERNET_ALPHABET_SPECIALS
+    assert len(set(alphabet)) == 64  # every character carries 6 bits
+    samples = [c * FERNET_KEY_CHARACTERS for c in alphabet]
+    for _ in range(200):
+        samples.append("".join(stdlib_secrets.choice(alphabet) for _ in range(FERNET_KEY_CHARACTERS)))
+    for body in samples:
+        token = Fernet(body + "=").encrypt(b"webhook secret")
+        assert Fernet(body + "=").decrypt(token) == b"webhook secret"
