@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -13,12 +14,11 @@ from server.auth_config import write_auth_config
 from server.command import (
     allowed_hosts,
     cors_origins,
-    redacted,
     server_arguments,
     server_environment,
     uvicorn_options,
 )
-from server.database import sqlalchemy_uri
+from server.database import sqlalchemy_uri, write_passfile
 from server.settings import load_settings
 
 SPECIAL = "p@ss:/%#?word w/ space"
@@ -47,10 +47,16 @@ def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
     return load_settings(env)
 
 
-def test_store_uri_round_trips_a_password_with_url_special_characters(settings) -> None:  # type: ignore[no-untyped-def]
+def test_store_uri_carries_no_password_and_the_passfile_escapes_it(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = make_url(sqlalchemy_uri(settings, "mlflow"))
     assert url.drivername == "postgresql+psycopg"
-    assert url.password == SPECIAL and url.username == "ml@flow"
+    assert url.password is None and url.username == "ml@flow"
+    # libpq's password file: host:port:database:user:password, ':' and '\\' escaped with '\\'.
+    passfile = write_passfile(settings, tmp_path)
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600  # libpq ignores a group/world-readable one
+    line = passfile.read_text(encoding="utf-8").rstrip("\n")
+    fields = [f.replace("\\:", ":").replace("\\\\", "\\") for f in re.split(r"(?<!\\):", line)]
+    assert fields == ["db.internal", "5432", "*", "ml@flow", SPECIAL]
     assert (url.host, url.port, url.database) == ("db.internal", 5432, "mlflow")
     assert url.query["sslmode"] == "require"
 
@@ -72,7 +78,7 @@ def test_auth_config_is_private_and_mlflow_reads_back_the_exact_values(
     assert config.admin_username == "admin"
     assert config.default_permission == "NO_PERMISSIONS"
     assert config.auth_cache_ttl_seconds == 30
-    assert make_url(config.database_uri).password == SPECIAL
+    assert make_url(config.database_uri).password is None  # from PGPASSFILE, not the config
     assert make_url(config.database_uri).database == "mlflow_auth"
 
 
@@ -132,8 +138,14 @@ def test_environment_names_are_mlflow_settings(settings) -> None:  # type: ignor
     assert env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
 
 
-def test_logged_command_hides_the_db_password(settings) -> None:  # type: ignore[no-untyped-def]
+def test_command_and_environment_hold_no_secret(settings) -> None:  # type: ignore[no-untyped-def]
+    """The arguments reach MLflow's launcher, which copies the store URIs into the uvicorn process's
+    environment; the environment is inherited by every worker. Neither may hold a secret."""
     from urllib.parse import quote
 
-    shown = " ".join(redacted(server_arguments(settings, "basic-auth"), settings))
-    assert SPECIAL not in shown and quote(SPECIAL, safe="") not in shown and "***" in shown
+    shown = " ".join(server_arguments(settings, "basic-auth")) + " ".join(
+        server_environment(settings, "/tmp/auth.ini").values()
+    )
+    for secret in (settings.db_password, settings.admin_password, settings.flask_secret_key):
+        assert secret not in shown and quote(secret, safe="") not in shown
+    assert "postgresql+psycopg://" in shown  # the URIs are there, without a password
