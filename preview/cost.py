@@ -3,9 +3,10 @@
 Prices come from `preview/prices.json` (a small table that names its source and date) or, with
 `refresh_region_prices`, from the AWS Pricing API. The estimate covers what runs around the clock
 (database, tasks at their minimum count, load balancer, NAT gateways, public IPv4 addresses, keys,
-secrets, alarms) and scheduled tasks (runs per month from the schedule expression, at an assumed
-run length); traffic- and volume-driven charges (S3 storage, NAT data, LCUs, log ingestion, DynamoDB
-on-demand requests) are listed with their unit price instead of being guessed.
+secrets, alarms, WAF web ACLs and rules) and scheduled tasks (runs per month from the schedule
+expression, at an assumed run length); traffic- and volume-driven charges (S3 storage, NAT data,
+LCUs, log ingestion, DynamoDB on-demand requests, WAF requests) are listed with their unit price
+instead of being guessed.
 """
 
 from __future__ import annotations
@@ -241,6 +242,14 @@ def runs_per_month(expression: str, hours_per_month: float) -> float | None:
     return minutes * hours * days * month / 12  # type: ignore[operator]
 
 
+def _waf_rule_count(resource: PricedResource) -> int:
+    """Rules of a web ACL, written as `rules` blocks or as the API's JSON (`ruleJson`)."""
+    rule_json = _get(resource, "ruleJson")
+    if isinstance(rule_json, str) and rule_json:
+        return len(json.loads(rule_json))
+    return len(_get(resource, "rules", []) or [])
+
+
 def _scheduled_task(target: Mapping[str, Any]) -> Mapping[str, Any]:
     ecs = _plain(target.get("ecsParameters"))
     if isinstance(ecs, list):
@@ -346,6 +355,14 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
             add(r, "Secrets Manager secret", prices["secret_month"])
         elif r.type == "aws:cloudwatch/metricAlarm:MetricAlarm":
             add(r, "CloudWatch alarm", prices["alarm_month"])
+        elif r.type == "aws:wafv2/webAcl:WebAcl":
+            add(r, "AWS WAF web ACL", prices["waf_web_acl_month"])
+            rules = _waf_rule_count(r)
+            add(
+                r,
+                f"AWS WAF {rules} rule(s) (AWS managed rule groups count as one)",
+                rules * prices["waf_rule_month"],
+            )
         elif r.type == "aws:ecs/cluster:Cluster" and any(
             isinstance(setting, Mapping)
             and setting.get("name") == "containerInsights"
@@ -365,6 +382,10 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
         UsagePrice("CloudWatch Logs storage", prices["logs_storage_gb_month"], "GB-month"),
         UsagePrice("ECR image storage", prices["ecr_gb_month"], "GB-month"),
     )
+    if any(r.type == "aws:wafv2/webAcl:WebAcl" for r in listed):
+        usage += (
+            UsagePrice("AWS WAF requests inspected", prices["waf_request_million"], "million requests"),
+        )
     if any(
         r.type == "aws:dynamodb/table:Table" and _get(r, "billingMode") == "PAY_PER_REQUEST" for r in listed
     ):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from policies.rules import alb, ecs, iam, mlflow, network, observability, rds, s3, tags
+from policies.rules import alb, ecs, iam, mlflow, network, observability, rds, s3, tags, waf
 from policies.spec import Rule
 
 ALL_RULES: tuple[Rule, ...] = (
     *s3.RULES,
     *rds.RULES,
     *alb.RULES,
+    *waf.RULES,
     *network.RULES,
     *iam.RULES,
     *ecs.RULES,

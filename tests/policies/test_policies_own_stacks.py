@@ -26,6 +26,7 @@ SUBJECTS: dict[str, str] = {
     "mlflow-prod-replicas-autoscaled": "aws:ecs/service:Service",
     "vpc-flow-logs": "aws:ec2/vpc:Vpc",
     "required-tags": "aws:s3/bucket:Bucket",
+    "alb-internet-facing-web-acl": "aws:lb/loadBalancer:LoadBalancer",
 }
 PROD_ONLY = {
     "rds-prod-multi-az",
@@ -33,7 +34,12 @@ PROD_ONLY = {
     "ecs-no-public-ip-in-prod",
     "mlflow-prod-replicas-autoscaled",
 }
-ADVISORY_STACKS = {"alb-access-logs": ("prod", "search-prod"), "vpc-flow-logs": ("prod",)}
+ADVISORY_STACKS = {
+    "alb-access-logs": ("prod", "search-prod"),
+    "vpc-flow-logs": ("prod",),
+    # WAF is on by default for internet-facing staging and prod; dev leaves it off to save its cost.
+    "alb-internet-facing-web-acl": ("staging", "prod", "search-prod"),
+}
 # search-prod's stack file waives Multi-AZ with a written reason (mlflow-stack:overrides); the
 # preview lowers that policy to advisory for that stack, so it is not expected to pass there.
 WAIVED = {("search-prod", "rds-prod-multi-az")}

@@ -77,7 +77,13 @@ def test_http_listener_only_redirects_to_https(new_cert_run: Run) -> None:
     assert http["protocol"] == "HTTP"
     [action] = http["defaultActions"]
     assert action["type"] == "redirect"
-    assert action["redirect"] == {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"}
+    # host: the configured domain, not #{host} (the default), which copies the forgeable Host header.
+    assert action["redirect"] == {
+        "protocol": "HTTPS",
+        "host": "mlflow.search.example.com",
+        "port": "443",
+        "statusCode": "HTTP_301",
+    }
     assert "targetGroupArn" not in action and "certificateArn" not in http
     assert len(new_cert_run.of_type(LISTENER)) == 2
 

@@ -38,20 +38,32 @@ def test_caddy_accepts_the_config_offline_and_without_admin_api(tmp_path: Path) 
     assert issuers == [{"module": "internal"}]
 
 
-def test_http_redirect_keeps_the_https_port_and_everything_binds_to_loopback(tmp_path: Path) -> None:
+def test_http_redirect_goes_to_the_configured_host_and_port_and_everything_binds_to_loopback(
+    tmp_path: Path,
+) -> None:
     servers = config_servers = _adapted(tmp_path)["apps"]["http"]["servers"]
     listens = sorted(address for server in config_servers.values() for address in server["listen"])
     assert listens == ["127.0.0.1:18080", "127.0.0.1:18443"]
     redirect = next(s for s in servers.values() if s["listen"] == ["127.0.0.1:18080"])
     handler = redirect["routes"][0]["handle"][0]
     assert handler["status_code"] == 308
-    assert handler["headers"]["Location"] == ["https://{http.request.host}:18443{http.request.uri}"]
+    # The configured host, never {http.request.host}: a forged Host header must not pick the target.
+    assert handler["headers"]["Location"] == ["https://localhost:18443{http.request.uri}"]
+
+
+def test_https_responses_carry_strict_transport_security(tmp_path: Path) -> None:
+    servers = _adapted(tmp_path)["apps"]["http"]["servers"]
+    tls = next(s for s in servers.values() if s["listen"] == ["127.0.0.1:18443"])
+    handlers = tls["routes"][0]["handle"][0]["routes"][0]["handle"]
+    [headers] = [h for h in handlers if h["handler"] == "headers"]
+    assert headers["response"]["set"]["Strict-Transport-Security"] == ["max-age=31536000; includeSubDomains"]
 
 
 def test_load_balancer_checks_health_and_fails_over(tmp_path: Path) -> None:
     servers = _adapted(tmp_path)["apps"]["http"]["servers"]
     tls = next(s for s in servers.values() if s["listen"] == ["127.0.0.1:18443"])
-    proxy = tls["routes"][0]["handle"][0]["routes"][0]["handle"][0]
+    handlers = tls["routes"][0]["handle"][0]["routes"][0]["handle"]
+    [proxy] = [h for h in handlers if h["handler"] == "reverse_proxy"]
     assert proxy["handler"] == "reverse_proxy"
     assert [u["dial"] for u in proxy["upstreams"]] == ["127.0.0.1:18501", "127.0.0.1:18502"]
     assert proxy["health_checks"]["active"]["uri"] == "/health"
