@@ -41,6 +41,8 @@ ROUTE53_RECORDS = "route53-records"  # ... limited to the stack's record names
 ROUTE53_CHANGE = "route53-change"  # change ids (GetChange, waiting for INSYNC)
 SCHEDULER = "scheduler"  # the stack's schedules
 APP_AUTOSCALING = "app-autoscaling"  # scalable targets of this account and region
+DASHBOARD = "dashboard"  # the stack's CloudWatch dashboards (global: no region in the ARN)
+WAF = "waf"  # the stack's web ACL, the AWS managed rule groups it uses, and the ALB it protects
 
 ActionTable = Mapping[str, Mapping[str, tuple[str, ...]]]
 
@@ -64,6 +66,7 @@ TYPE_ACTIONS: ActionTable = {
     "mlflow-stack:compute:EcsService": _NOTHING,
     "mlflow-stack:compute:ServerImage": _NOTHING,
     "mlflow-stack:database:Database": _NOTHING,
+    "mlflow-stack:edge:Firewall": _NOTHING,
     "mlflow-stack:edge:LoadBalancer": _NOTHING,
     "mlflow-stack:identity:Identity": _NOTHING,
     "mlflow-stack:locks:LockTable": _NOTHING,
@@ -504,6 +507,43 @@ TYPE_ACTIONS: ActionTable = {
             "cloudwatch:TagResource",
             "cloudwatch:UntagResource",
         ),
+    },
+    "aws:cloudwatch/dashboard:Dashboard": {
+        DASHBOARD: ("cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"),
+    },
+    "aws:cloudwatch/logMetricFilter:LogMetricFilter": {
+        LOG_GROUP: ("logs:PutMetricFilter", "logs:DeleteMetricFilter", "logs:DescribeMetricFilters"),
+    },
+    # --- edge firewall -----------------------------------------------------------------------
+    "aws:wafv2/webAcl:WebAcl": {
+        WAF: (
+            "wafv2:CreateWebACL",
+            "wafv2:GetWebACL",
+            "wafv2:UpdateWebACL",
+            "wafv2:DeleteWebACL",
+            "wafv2:ListTagsForResource",
+            "wafv2:TagResource",
+            "wafv2:UntagResource",
+        ),
+    },
+    "aws:wafv2/webAclAssociation:WebAclAssociation": {
+        WAF: (
+            "wafv2:AssociateWebACL",
+            "wafv2:DisassociateWebACL",
+            "wafv2:GetWebACLForResource",
+        ),
+        # The ALB side of the association; IAM has no resource-level permission for it.
+        UNSCOPED: ("elasticloadbalancing:SetWebAcl",),
+    },
+    "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": {
+        WAF: (
+            "wafv2:PutLoggingConfiguration",
+            "wafv2:GetLoggingConfiguration",
+            "wafv2:DeleteLoggingConfiguration",
+        ),
+        # WAF delivers to CloudWatch Logs through a log delivery and the group's resource policy.
+        UNSCOPED: ("logs:CreateLogDelivery", "logs:DeleteLogDelivery", "logs:DescribeResourcePolicies"),
+        LOG_GROUP: ("logs:PutResourcePolicy",),
     },
     "aws:sns/topic:Topic": {
         SNS: (

@@ -71,6 +71,8 @@ SCOPE_SIDS: Mapping[str, str] = {
     table.ROUTE53_CHANGE: "Route53Changes",
     table.SCHEDULER: "StackSchedules",
     table.APP_AUTOSCALING: "ScalableTargetsInThisAccountAndRegion",
+    table.DASHBOARD: "StackDashboards",
+    table.WAF: "StackWebAcl",
 }
 # Creating a role, or changing its boundary, is how a deployer could grant itself more: with a
 # boundary configured, both must name it (iam:PermissionsBoundary), and removing it is not granted.
@@ -369,6 +371,19 @@ class _StackArns:
                 for r in self.graph.of_type("aws:scheduler/schedule:Schedule")
             ],
             table.APP_AUTOSCALING: [self.arn("application-autoscaling", "scalable-target/*")],
+            table.DASHBOARD: [
+                self.arn("cloudwatch", f"dashboard/{name}", regional=False)
+                for name in self.names("aws:cloudwatch/dashboard:Dashboard", "dashboardName")
+            ],
+            table.WAF: [
+                *(
+                    self.arn("wafv2", f"regional/webacl/{name}/*")
+                    for name in self.names("aws:wafv2/webAcl:WebAcl")
+                ),
+                # Create/UpdateWebACL name the AWS managed rule groups the ACL references.
+                self.arn("wafv2", "regional/managedruleset/*/*"),
+                *(self.arn("elasticloadbalancing", f"loadbalancer/app/{lb}/*") for lb in load_balancers),
+            ],
         }
 
     def secret_patterns(self) -> list[str]:

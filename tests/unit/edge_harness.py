@@ -15,6 +15,8 @@ from typing import Any
 
 import pulumi
 
+from server import contract as _contract
+
 # Every stacks/Pulumi.<stack>.yaml: the per-stack tests run once for each.
 STACKS = sorted(
     path.name.removeprefix("Pulumi.").removesuffix(".yaml")
@@ -151,7 +153,7 @@ def run_components(build: Callable[[], dict[str, Any] | None], *, stack: str = "
 
 SECRET_ARNS = {
     name: f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:mlflow-stack/dev/{name.lower()}-AbCdEf"
-    for name in ("MLFLOW_STACK_DB_PASSWORD", "MLFLOW_STACK_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+    for name in (setting.name for setting in _contract.SECRET_SETTINGS)
 }
 
 
