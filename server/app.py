@@ -187,9 +187,34 @@ async def _artifact_store_unavailable_asgi(_request: Any, error: Exception) -> A
     return JSONResponse(status_code=503, content=json.loads(_artifact_store_unavailable(error).get_data()))
 
 
+def _database_error(error: Exception) -> Any:
+    """A database error raised outside MLflow's handlers — while authenticating, in basic-auth's
+    permission lookups — would be Flask's HTML 500. Answer it like the store errors MLflow raises
+    (server/errors.py): unavailable (503) or refused, no host, port or driver text; log the detail."""
+    import psycopg
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from server import errors
+
+    errors.log_store_error(error)
+    unavailable = (
+        OperationalError,
+        InterfaceError,
+        DisconnectionError,
+        PoolTimeout,
+        psycopg.OperationalError,
+    )
+    if isinstance(error, unavailable):
+        return _json_error(503, "TEMPORARILY_UNAVAILABLE", errors.STORE_UNAVAILABLE)
+    return _json_error(500, "INTERNAL_ERROR", errors.STORE_REFUSED)
+
+
 def create_app() -> Any:
     """uvicorn's app factory in every worker: guards first, then MLflow's basic-auth app."""
+    import psycopg
     from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from server import contract, errors, hot_paths
 
@@ -213,6 +238,8 @@ def create_app() -> Any:
     # native FastAPI router for streaming upload/download. Both get the same answer.
     for error in (BotoCoreError, ClientError):
         flask_app.register_error_handler(error, _artifact_store_unavailable)
+    for error in (SQLAlchemyError, psycopg.Error):
+        flask_app.register_error_handler(error, _database_error)
     asgi_app = create_basic_auth_app(flask_app)
     flask_app.before_request(catch_mlflow_exception(_check_webhook))
     if hasattr(asgi_app, "add_exception_handler"):

@@ -79,6 +79,11 @@ def public_exception(exc: Any) -> Any | None:
     return public
 
 
+def log_store_error(error: BaseException) -> None:
+    """The full database error, for the operator: the response never carries it."""
+    _logger.error("answered a database error without its detail; the error was: %r", error)
+
+
 def artifact_path_problem(path: str) -> str | None:
     """Why `path` (relative to the artifact root) cannot name an artifact, or None when it can."""
     if not path:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -119,6 +121,9 @@ def test_no_process_of_the_running_stack_holds_a_secret(local_stack: Any) -> Non
     assert {"crypto_kek_passphrase", "webhook_encryption_key"} <= set(secrets)
 
 
+MAINTENANCE_TIMEOUT_SECONDS = 240
+
+
 def test_maintenance_and_mlflow_gc_hold_no_secret_while_they_run(local_stack: Any) -> None:
     secrets = secret_values(local_stack.state_dir)
     command = [
@@ -136,23 +141,31 @@ def test_maintenance_and_mlflow_gc_hold_no_secret_while_they_run(local_stack: An
         "--json",
     ]
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    # Output goes to files, not pipes: the loop below does not read while the command runs, and a
+    # report or log larger than a pipe's buffer would block the command forever.
+    output_dir = Path(tempfile.mkdtemp(prefix="maintenance-output-"))
+    stdout_path, stderr_path = output_dir / "stdout", output_dir / "stderr"
     snapshots, found = 0, []
-    try:
-        # Sampled until it exits: it reads the DB password and runs `mlflow gc` in-process midway.
-        while process.poll() is None:
-            for pid in process_tree(process.pid):
-                if exposed(pid) is not None:
-                    snapshots += 1
-                found += leaks(pid, secrets)
-            time.sleep(0.01)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr[-2000:]
+    deadline = time.monotonic() + MAINTENANCE_TIMEOUT_SECONDS
+    with stdout_path.open("w") as stdout_file, stderr_path.open("w") as stderr_file:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=stdout_file, stderr=stderr_file, text=True
+        )
+        try:
+            # Sampled until it exits: it reads the DB password and runs `mlflow gc` in-process midway.
+            while process.poll() is None and time.monotonic() < deadline:
+                for pid in process_tree(process.pid):
+                    if exposed(pid) is not None:
+                        snapshots += 1
+                    found += leaks(pid, secrets)
+                time.sleep(0.01)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    stdout, stderr = stdout_path.read_text(), stderr_path.read_text()
+    shutil.rmtree(output_dir, ignore_errors=True)
+    assert process.returncode == 0, f"exit {process.returncode}: {stderr[-2000:]}"
     report = json.loads(stdout)
     assert "gc" in json.dumps(report)  # the gc step ran (mlflow gc against the database)
     assert snapshots >= 10, "the maintenance command was hardly observed while running"

@@ -60,6 +60,12 @@ def test_postgres_restart_under_load(reliability_stack, measurements) -> None:  
         f"no recovery within {RECOVERY_SECONDS}s"
     )
     assert load.lost_writes() == {}
+    # While the database is down every refusal is the scrubbed 503 the client can retry on, never a
+    # 500 (an HTML error page, or an alarm-feeding internal error) — whichever hook met the outage.
+    answered = [e.detail for e in failed if e.detail.startswith("HTTP ")]
+    assert all(d.startswith('HTTP 503: {"error_code": "TEMPORARILY_UNAVAILABLE"') for d in answered), sorted(
+        set(answered)
+    )[:5]
 
 
 def _accepts_connections(handle) -> bool:  # type: ignore[no-untyped-def]
