@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_state_dir(up)
     up.add_argument("--replicas", type=int, default=2, help="MLflow replicas behind the balancer (default 2)")
     up.add_argument("--workers", type=int, default=1, help="uvicorn workers per replica (default 1)")
+    up.add_argument(
+        "--artifact-client-access",
+        choices=("proxied", "presigned"),
+        default="proxied",
+        help="the stack setting artifacts.clientAccess: every artifact byte through the server (proxied, "
+        "default), or large files straight to the S3 emulator by presigned URL (presigned)",
+    )
     up.add_argument("--https-port", type=int, default=defaults.https, help=f"default {defaults.https}")
     up.add_argument(
         "--http-port", type=int, default=defaults.http, help=f"redirects to HTTPS (default {defaults.http})"
@@ -124,6 +131,7 @@ def run_up(args: argparse.Namespace) -> int:
             workers=args.workers,
             lock_table=args.lock_table,
             timeout=args.timeout,
+            artifact_client_access=args.artifact_client_access,
         )
         info = stack.up()
     except LocalStackError as exc:

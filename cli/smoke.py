@@ -9,6 +9,7 @@ Exit codes: 0 every check passed and cleanup succeeded; 1 a check or a cleanup s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from lifecycle.client import DEFAULT_TIMEOUT_SECONDS
@@ -54,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--http-url",
         metavar="URL",
         help="plain-HTTP address that must redirect to HTTPS (default: the same host on port 80)",
+    )
+    parser.add_argument(
+        "--artifact-client-access",
+        choices=("proxied", "presigned"),
+        help="the artifacts.clientAccess the server must offer (default: --stack/--local read it from the "
+        "stack; with --url the server's own answer is exercised)",
     )
     parser.add_argument("--state-dir", metavar="DIR", help="with --local: the local stack's state directory")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (machine-readable)")
@@ -115,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
                 target = credentials.with_http_url(target, args.http_url)
         else:
             target = credentials.resolve_local(args.state_dir)
+        if args.artifact_client_access:
+            target = dataclasses.replace(target, artifact_client_access=args.artifact_client_access)
     except credentials.TargetError as exc:
         print(f"mlflow-stack smoke: {exc}", file=sys.stderr)
         return EXIT_USAGE

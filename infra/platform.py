@@ -410,6 +410,8 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("ecs_cluster_name", platform.compute.cluster_name)
     pulumi.export("ecs_service_name", platform.compute.service_name)
     pulumi.export("admin_username", settings.server.admin_username)
+    # Read by `mlflow-stack smoke --stack`: it checks the server offers clients exactly this path.
+    pulumi.export("artifact_client_access", settings.artifacts.client_access)
     pulumi.export("admin_password_secret_arn", platform.secrets.admin_password_secret_arn)
     pulumi.export("image_ref", platform.server_image.image_ref)
     pulumi.export("alarm_topic_arn", platform.monitoring.topic_arn)

@@ -49,10 +49,17 @@ class ServerTarget:
     http_url: str | None = None
     # Human-readable origin, for reports: "--url", "stack dev", "local stack".
     source: str = ""
+    # How the deployment is configured to move artifact bytes (stack setting artifacts.clientAccess):
+    # "proxied" or "presigned"; None when unknown (--url): the smoke then takes the server's word.
+    artifact_client_access: str | None = None
 
     @property
     def redirect_url(self) -> str:
         return self.http_url or default_http_url(self.url)
+
+
+def _optional_text(value: object) -> str | None:
+    return str(value) if value else None
 
 
 def with_http_url(target: ServerTarget, http_url: str) -> ServerTarget:
@@ -224,6 +231,8 @@ def resolve_stack(
         password=password,
         ca_file=_check_ca_file(ca_file),
         source=f"stack {stack}",
+        # Stacks deployed before the setting existed have no such output: unknown, not a guess.
+        artifact_client_access=_optional_text(outputs.get("artifact_client_access")),
     )
 
 
@@ -256,4 +265,5 @@ def local_target_from_status(status: dict[str, Any]) -> ServerTarget:
         ca_file=_check_ca_file(status["ca_file"], "--local: ca_file"),
         http_url=_check_url(str(status["http_url"]), "--local: http_url"),
         source="local stack",
+        artifact_client_access=_optional_text(status.get("artifact_client_access")),
     )

@@ -19,23 +19,30 @@ import ssl
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from lifecycle.client import Connection, MlflowApiError
-from lifecycle.credentials import ServerTarget
+from lifecycle.client import MlflowApiError
+from lifecycle.smoke_artifact_access import check_artifact_access
+from lifecycle.smoke_context import (
+    PROXIED_SCHEME,
+    Check,
+    CheckFailed,
+    SmokeContext,
+    proxied_artifact_path,
+    send,
+    trust_label,
+)
 from server.contract import HEALTH_PATH
 
 # Any endpoint that needs a login will do for the 401 checks; this one is cheap and read-only.
 PROTECTED_ENDPOINT = "/api/2.0/mlflow/experiments/search"
 USERS_GRANT_ENDPOINT = "/api/3.0/mlflow/users/permissions/grant"
 ARTIFACTS_ENDPOINT = "/api/2.0/mlflow-artifacts/artifacts/"
-PROXIED_SCHEME = "mlflow-artifacts:"
 MODEL_FILE = Path(__file__).with_name("smoke_model.py")
 
 SMOKE_PARAMS = {"alpha": "0.5", "optimizer": "adam"}
@@ -48,80 +55,12 @@ ALIASES = ("challenger", "champion")
 SECURE_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
-class CheckFailed(Exception):
-    """A check's expectation was not met; the message is the report's detail."""
-
-
-@dataclass
-class SmokeContext:
-    target: ServerTarget
-    conn: Connection
-    smoke_id: str
-    timeout: float
-    # Filled in as checks go, read by later checks and by cleanup.
-    experiment_id: str | None = None
-    run_id: str | None = None
-    run_artifact_uri: str | None = None
-    model_version: str | None = None
-    trace_id: str | None = None
-    # Kinds of object a check tried to create ("experiment", "trace", "registered_model", "user").
-    attempted: set[str] = field(default_factory=set)
-
-    @property
-    def experiment_name(self) -> str:
-        return f"/smoke/{self.smoke_id}/run"
-
-    @property
-    def model_name(self) -> str:
-        return self.smoke_id
-
-    @property
-    def username(self) -> str:
-        return self.smoke_id
-
-    def require_run(self) -> tuple[str, str]:
-        if not (self.experiment_id and self.run_id):
-            raise CheckFailed("no smoke run to work with (the tracking check did not create one)")
-        return self.experiment_id, self.run_id
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    run: Callable[[SmokeContext], str]
-    # Names of checks that must have passed first; otherwise this one is skipped, not failed.
-    requires: tuple[str, ...] = ()
-
-
-def _verify(ctx: SmokeContext) -> str | bool:
-    return ctx.target.ca_file or True
-
-
-def _trust_label(ctx: SmokeContext) -> str:
-    return f"CA file {ctx.target.ca_file}" if ctx.target.ca_file else "the system trust store"
-
-
-def _send(ctx: SmokeContext, method: str, url: str, **kwargs: object) -> requests.Response:
-    """One request outside the admin session (anonymous, or as another user), with clear errors."""
-    try:
-        return requests.request(
-            method, url, verify=_verify(ctx), timeout=ctx.timeout, allow_redirects=False, **kwargs
-        )
-    except requests.exceptions.SSLError as exc:
-        raise CheckFailed(
-            f"{method} {url}: TLS verification failed against {_trust_label(ctx)} ({exc}); "
-            "pass the server's CA with --ca-file"
-        ) from exc
-    except requests.RequestException as exc:
-        raise CheckFailed(f"{method} {url}: no answer ({exc.__class__.__name__}: {exc})") from exc
-
-
 # --- reachability and transport ------------------------------------------------------------
 
 
 def check_health(ctx: SmokeContext) -> str:
     url = ctx.target.url + HEALTH_PATH
-    response = _send(ctx, "GET", url)
+    response = send(ctx, "GET", url)
     if response.status_code != 200:
         raise CheckFailed(f"GET {url} -> HTTP {response.status_code}: {response.text.strip()[:200]}")
     return f"GET {HEALTH_PATH} -> 200 {response.text.strip()[:40]} (no login needed)"
@@ -205,7 +144,7 @@ def check_tls(ctx: SmokeContext) -> str:
             cert = tls.getpeercert() or {}
     except ssl.SSLCertVerificationError as exc:
         raise CheckFailed(
-            f"certificate of {host}:{port} not trusted by {_trust_label(ctx)}: {exc.verify_message}; "
+            f"certificate of {host}:{port} not trusted by {trust_label(ctx)}: {exc.verify_message}; "
             "if the server uses a private CA, pass it with --ca-file"
         ) from exc
     except ssl.SSLError as exc:
@@ -226,7 +165,7 @@ def check_tls(ctx: SmokeContext) -> str:
         remaining = f"{left.days} days" if left.days >= 2 else f"{int(left.total_seconds() // 3600)} hours"
         expiry = f", expires {expires:%Y-%m-%d %H:%M} UTC (in {remaining})"
     legacy = _probe_legacy_tls(host, port, ctx.timeout)
-    return f"{version} {cipher}; certificate verified against {_trust_label(ctx)}{expiry}; {legacy}"
+    return f"{version} {cipher}; certificate verified against {trust_label(ctx)}{expiry}; {legacy}"
 
 
 # --- authentication ---------------------------------------------------------------------------
@@ -234,7 +173,7 @@ def check_tls(ctx: SmokeContext) -> str:
 
 def _expect_401(ctx: SmokeContext, auth: tuple[str, str] | None, who: str) -> str:
     url = ctx.target.url + PROTECTED_ENDPOINT
-    response = _send(ctx, "GET", url, params={"max_results": 1}, auth=auth)
+    response = send(ctx, "GET", url, params={"max_results": 1}, auth=auth)
     if response.status_code == 401:
         return f"{who}: GET {PROTECTED_ENDPOINT} -> 401"
     if response.ok:
@@ -337,19 +276,6 @@ def check_tracking(ctx: SmokeContext) -> str:
         f"experiment {ctx.experiment_name} (id {ctx.experiment_id}), run {ctx.run_id}: "
         f"{len(params)} params, {len(steps)} metric steps, tags read back"
     )
-
-
-def proxied_artifact_path(artifact_uri: str | None) -> str:
-    """`mlflow-artifacts:/3/<run>/artifacts` -> `3/<run>/artifacts` (the proxy's path)."""
-    if not artifact_uri or not artifact_uri.startswith(PROXIED_SCHEME):
-        raise CheckFailed(
-            f"artifact location is {artifact_uri!r}, not {PROXIED_SCHEME}/...: the server does not proxy "
-            "artifacts, so clients would need S3 credentials (serve artifacts with --artifacts-destination)"
-        )
-    path = artifact_uri[len(PROXIED_SCHEME) :].lstrip("/")
-    if not path or ".." in path.split("/"):
-        raise CheckFailed(f"unexpected artifact location {artifact_uri!r}")
-    return path
 
 
 def check_artifacts(ctx: SmokeContext) -> str:
@@ -460,7 +386,7 @@ def check_isolation(ctx: SmokeContext) -> str:
     url = ctx.target.url + "/api/2.0/mlflow/experiments/get"
     as_user = {"params": {"experiment_id": experiment_id}, "auth": (ctx.username, password)}
 
-    before = _send(ctx, "GET", url, **as_user)
+    before = send(ctx, "GET", url, **as_user)
     if before.ok:
         raise CheckFailed(
             f"new user {ctx.username} read experiment {experiment_id} without a grant: the server's "
@@ -479,14 +405,14 @@ def check_isolation(ctx: SmokeContext) -> str:
             "permission": "READ",
         },
     )
-    after = _send(ctx, "GET", url, **as_user)
+    after = send(ctx, "GET", url, **as_user)
     if after.status_code != 200:
         raise CheckFailed(f"after a READ grant: HTTP {after.status_code}, expected 200: {after.text[:200]}")
     if after.json()["experiment"]["name"] != ctx.experiment_name:
         raise CheckFailed("after a READ grant the user reads a different experiment")
 
     # READ must stay read-only: creating a run in the experiment needs EDIT.
-    write = _send(
+    write = send(
         ctx,
         "POST",
         ctx.target.url + "/api/2.0/mlflow/runs/create",
@@ -552,13 +478,13 @@ def check_tracing(ctx: SmokeContext) -> str:
     url = urljoin(ctx.target.url.rstrip("/") + "/", OTLP_TRACES_PATH.lstrip("/"))
     body = otlp_export_body(trace_hex, span_hex, ctx.smoke_id, time.time_ns())
     headers = {"Content-Type": "application/json", OTLP_EXPERIMENT_HEADER: experiment_id}
-    anonymous = _send(ctx, "POST", url, json=body, headers=headers)
+    anonymous = send(ctx, "POST", url, json=body, headers=headers)
     if anonymous.status_code != 401:
         raise CheckFailed(
             f"anonymous OTLP export to {OTLP_TRACES_PATH} answered {anonymous.status_code}, not 401"
         )
     ctx.attempted.add("trace")
-    exported = _send(
+    exported = send(
         ctx, "POST", url, json=body, headers=headers, auth=(ctx.target.username, ctx.target.password)
     )
     if exported.status_code != 200:
@@ -589,6 +515,7 @@ CHECKS: tuple[Check, ...] = (
     Check("auth: admin login", check_admin_login),
     Check("tracking", check_tracking, requires=("auth: admin login",)),
     Check("artifacts", check_artifacts, requires=("tracking",)),
+    Check("artifact access", check_artifact_access, requires=("artifacts",)),
     Check("tracing (OTLP)", check_tracing, requires=("tracking",)),
     Check("registry", check_registry, requires=("tracking",)),
     Check("isolation", check_isolation, requires=("tracking",)),

@@ -20,7 +20,6 @@ import subprocess
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from local.processes import ProcessRecord, spawn
 from local.secret_files import write_secret
@@ -172,25 +171,3 @@ class LocalPostgres:
         with self.connect(superuser_password) as conn:
             conn.execute("SELECT 1")
         return True
-
-    def ensure_app_role(self, superuser_password: str, role: str, password: str, database: str) -> None:
-        """The role the replicas use (CREATEDB: the entrypoint creates the auth DB itself) and the
-        tracking database it owns. Re-applies the password so it always matches the secret file."""
-        with self.connect(superuser_password) as conn:
-            # Keep the password out of the server log even if a statement below fails.
-            conn.execute("SET log_min_error_statement = 'PANIC'")
-            conn.execute("SET log_statement = 'none'")
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            verb = "ALTER" if exists else "CREATE"
-            conn.execute(
-                sql.SQL(verb + " ROLE {} WITH LOGIN CREATEDB PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(password)
-                )
-            )
-            has_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-            if not has_db:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(database), sql.Identifier(role)
-                    )
-                )

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import ssl
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from local import caddy, s3_emulator
-from local.postgres import LocalPostgres, grant_traversal
+from local.postgres import SUPERUSER, LocalPostgres, grant_traversal
 from local.processes import ProcessRecord, StartupTimeout, is_running, port_in_use, spawn, stop, wait_until
 from local.secret_files import SecretFiles, private_dir
 from server import contract
@@ -40,7 +41,11 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".local-stack"
 ADMIN_USERNAME = "admin"
 DB_NAME = "mlflow"
 AUTH_DB_NAME = "mlflow_auth"
-DB_USER = "mlflow"
+# The application role the replicas connect as; the bootstrap creates it with the superuser
+# (server/db_roles.py), exactly as the ECS task's bootstrap container does with the RDS master.
+DB_USER = "mlflow_app"
+# Local PostgreSQL's max_connections is 100: the role may use 90, leaving the superuser room.
+APP_CONNECTION_LIMIT = 90
 BUCKET = "mlflow-artifacts"
 DEFAULT_LOCK_TABLE = "mlflow-stack-locks"
 # Cold start on a busy 2-core machine: N replicas import MLflow at the same time.
@@ -95,6 +100,8 @@ class LocalStackInfo:
     state_dir: str
     s3_endpoint_url: str
     lock_table: str
+    # The stack setting artifacts.clientAccess this stack runs with ("proxied" or "presigned").
+    artifact_client_access: str = contract.ARTIFACT_CLIENT_ACCESS.default or "proxied"
     processes: list[ProcessStatus] = field(default_factory=list)
     already_running: bool = False
 
@@ -119,6 +126,7 @@ class _State:
     workers: int
     ports: Ports
     lock_table: str
+    artifact_client_access: str
     processes: list[ProcessRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -127,6 +135,7 @@ class _State:
             "workers": self.workers,
             "ports": asdict(self.ports),
             "lock_table": self.lock_table,
+            "artifact_client_access": self.artifact_client_access,
             "processes": [p.to_json() for p in self.processes],
         }
 
@@ -137,6 +146,9 @@ class _State:
             workers=int(data["workers"]),
             ports=Ports(**data["ports"]),
             lock_table=str(data["lock_table"]),
+            artifact_client_access=str(
+                data.get("artifact_client_access", contract.ARTIFACT_CLIENT_ACCESS.default)
+            ),
             processes=[ProcessRecord.from_json(p) for p in data.get("processes", [])],
         )
 
@@ -151,6 +163,7 @@ class LocalStack:
         workers: int = 1,
         lock_table: str = DEFAULT_LOCK_TABLE,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        artifact_client_access: str = contract.ARTIFACT_CLIENT_ACCESS.default or "proxied",
     ) -> None:
         if replicas < 1:
             raise LocalStackError(f"--replicas must be at least 1 (got {replicas})")
@@ -165,8 +178,14 @@ class LocalStack:
             raise LocalStackError(f"the stack's ports must all differ, got {named}")
         if not all(0 < port < 65536 for port in named.values()):
             raise LocalStackError(f"ports must be between 1 and 65535, got {named}")
+        if artifact_client_access not in contract.ARTIFACT_CLIENT_ACCESS_MODES:
+            raise LocalStackError(
+                f"--artifact-client-access must be one of {', '.join(contract.ARTIFACT_CLIENT_ACCESS_MODES)} "
+                f"(got {artifact_client_access!r})"
+            )
         self.lock_table = lock_table
         self.timeout = timeout
+        self.artifact_client_access = artifact_client_access
         self.secrets = SecretFiles(self.state_dir / "secrets")
 
     # -- paths -------------------------------------------------------------------------------
@@ -218,13 +237,17 @@ class LocalStack:
             state_dir=str(self.state_dir),
             s3_endpoint_url=s3_emulator.endpoint_url(state.ports.s3),
             lock_table=state.lock_table,
+            artifact_client_access=state.artifact_client_access,
             processes=[ProcessStatus(p.name, p.pid, is_running(p), p.log_file) for p in state.processes],
             already_running=already_running,
         )
 
+    def _new_state(self) -> _State:
+        return _State(self.replicas, self.workers, self.ports, self.lock_table, self.artifact_client_access)
+
     # -- public API --------------------------------------------------------------------------
     def status(self) -> LocalStackInfo:
-        state = self._load_state() or _State(self.replicas, self.workers, self.ports, self.lock_table)
+        state = self._load_state() or self._new_state()
         return self._info(state)
 
     def up(self) -> LocalStackInfo:
@@ -243,7 +266,7 @@ class LocalStack:
                         f"the logs are in {self._logs}."
                     )
             # Nothing running: a fresh start, or a restart reusing the data (stale PIDs are dropped).
-            state = _State(self.replicas, self.workers, self.ports, self.lock_table)
+            state = self._new_state()
             self._check_ports()
             try:
                 self._start(state)
@@ -252,6 +275,14 @@ class LocalStack:
                 self._stop_all(state)
                 raise
             return self._info(state)
+
+    def replica_environment(self, port: int) -> dict[str, str]:
+        """The environment a replica of the running stack gets, for one more replica on `port`
+        (started by hand to debug, or by a test with a different setting). Secrets stay files."""
+        state = self._load_state()
+        if state is None:
+            raise LocalStackError(f"no local stack state in {self.state_dir}; run `mlflow-stack local up`")
+        return self._replica_env(state, port)
 
     def down(self, purge: bool = False) -> list[str]:
         """Stop what this stack started (by PID + start time); keep data unless purge."""
@@ -343,6 +374,7 @@ class LocalStack:
                 c.ADMIN_USERNAME.name: ADMIN_USERNAME,
                 # Caddy reaches the replicas from 127.0.0.1: only its X-Forwarded-For is believed.
                 c.FORWARDED_ALLOW_IPS.name: "127.0.0.1",
+                c.ARTIFACT_CLIENT_ACCESS.name: state.artifact_client_access,
                 # Secrets by file path only: the values never enter any environment or command line.
                 c.DB_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.db_password),
                 c.ADMIN_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.admin_password),
@@ -356,6 +388,41 @@ class LocalStack:
             }
         )
         return env
+
+    def _bootstrap_env(self, state: _State) -> dict[str, str]:
+        c = contract
+        return {
+            **self._base_env(),
+            c.DB_HOST.name: "127.0.0.1",
+            c.DB_PORT.name: str(state.ports.postgres),
+            c.DB_NAME.name: DB_NAME,
+            c.AUTH_DB_NAME.name: AUTH_DB_NAME,
+            c.DB_USER.name: DB_USER,
+            c.DB_SSLMODE.name: "disable",
+            c.DB_MASTER_USER.name: SUPERUSER,
+            c.DB_APP_CONNECTION_LIMIT.name: str(APP_CONNECTION_LIMIT),
+            c.DB_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.db_password),
+            c.DB_MASTER_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.postgres_superuser_password),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _bootstrap_database(self, state: _State) -> None:
+        """The same step the ECS task runs before its server: the superuser creates the application
+        role and hands it the databases; the replicas never see the superuser's password."""
+        log = self._logs / "bootstrap-db.log"
+        with open(log, "ab") as out:
+            done = subprocess.run(
+                [sys.executable, *contract.ENTRYPOINT[1:], *contract.BOOTSTRAP_COMMAND],
+                env=self._bootstrap_env(state),
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=False,
+            )
+        if done.returncode != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise LocalStackError(f"database bootstrap failed (exit {done.returncode}): {' | '.join(tail)}")
 
     @property
     def replica_tmp_dir(self) -> Path:
@@ -380,9 +447,7 @@ class LocalStack:
             state, s3_emulator.start(state.ports.s3, self._logs / "s3-emulator.log", self._base_env())
         )
         wait_until(lambda: postgres.is_ready(superuser_password), what="PostgreSQL", timeout=60, record=pg)
-        postgres.ensure_app_role(
-            superuser_password, DB_USER, self.secrets.db_password.read_text(encoding="utf-8"), DB_NAME
-        )
+        self._bootstrap_database(state)
         wait_until(lambda: s3_emulator.is_ready(state.ports.s3), what="S3 emulator", timeout=60, record=s3)
         s3_emulator.restore_snapshot(state.ports.s3, self._s3_snapshot)
         s3_emulator.ensure_bucket(state.ports.s3, BUCKET)

@@ -18,6 +18,8 @@ Measured on MLflow 3.17.2 by tests/reliability/, each answered with a 500 (or le
   checked after basic-auth's authorization so only callers allowed to manage webhooks learn why;
 - an artifact store (S3) failure → 503 naming the artifact store; a missing artifact → 404 and a
   malformed artifact path → 400, never the bucket (server/errors.py);
+- with `artifacts.clientAccess: proxied`, no route hands out a presigned S3 URL and server-info
+  does not offer multipart transfers (server/artifact_access.py);
 - a store (database) error → its body says only that the tracking store is unavailable; any other
   5xx body says "internal error"; the detail is logged (server/errors.py).
 """
@@ -30,7 +32,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from server import request_guards, ssrf
+from server import artifact_access, request_guards, ssrf
 
 KIT_APP = "server.app:create_app"
 BASIC_AUTH = "basic-auth"
@@ -242,6 +244,10 @@ def create_app() -> Any:
         flask_app.register_error_handler(error, _database_error)
     asgi_app = create_basic_auth_app(flask_app)
     flask_app.before_request(catch_mlflow_exception(_check_webhook))
+    artifact_access.install(
+        flask_app,
+        os.environ.get(contract.ARTIFACT_CLIENT_ACCESS.name, contract.ARTIFACT_CLIENT_ACCESS.default or ""),
+    )
     if hasattr(asgi_app, "add_exception_handler"):
         for error in (BotoCoreError, ClientError):
             asgi_app.add_exception_handler(error, _artifact_store_unavailable_asgi)

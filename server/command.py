@@ -85,7 +85,8 @@ def server_arguments(settings: ServerSettings, app_name: str) -> list[str]:
         backend,
         "--registry-store-uri",
         backend,
-        # Proxied artifacts: clients talk only to the server, never to S3 directly.
+        # The server resolves every artifact location; whether clients then move large files
+        # through it or straight to S3 is `artifacts.clientAccess` (server/artifact_access.py).
         "--serve-artifacts",
         "--artifacts-destination",
         settings.artifacts_destination,
@@ -114,8 +115,8 @@ def server_environment(settings: ServerSettings, auth_config_path: str) -> dict[
         contract.HOT_PATHS.name: "true" if settings.hot_paths else "false",
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(settings.db_pool_size),
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(settings.db_max_overflow),
-        # Large artifacts go through the server in S3 multipart chunks instead of one huge PUT.
-        "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+        # Read by server/artifact_access.py in every worker: whether clients get presigned S3 URLs.
+        contract.ARTIFACT_CLIENT_ACCESS.name: settings.artifact_client_access,
         # MLflow's job runner (GenAI scorers/optimisation) queues jobs in a per-process huey store
         # under /dev/shm: with N replicas a job is only seen by the replica that queued it, and each
         # replica would spend CPU and memory on an idle runner. A tracking server does not need it.

@@ -37,7 +37,11 @@ DB_HOST = Setting("MLFLOW_STACK_DB_HOST", "PostgreSQL host name")
 DB_PORT = Setting("MLFLOW_STACK_DB_PORT", "PostgreSQL port", "5432")
 DB_NAME = Setting("MLFLOW_STACK_DB_NAME", "tracking + model registry database", "mlflow")
 AUTH_DB_NAME = Setting("MLFLOW_STACK_AUTH_DB_NAME", "basic-auth users/permissions database", "mlflow_auth")
-DB_USER = Setting("MLFLOW_STACK_DB_USER", "PostgreSQL user", "mlflow")
+DB_USER = Setting(
+    "MLFLOW_STACK_DB_USER",
+    "PostgreSQL application role: owns the tracking and auth databases, nothing more",
+    "mlflow_app",
+)
 DB_SSLMODE = Setting("MLFLOW_STACK_DB_SSLMODE", "libpq sslmode (RDS forces SSL: 'require')", "require")
 ARTIFACTS_DESTINATION = Setting(
     "MLFLOW_STACK_ARTIFACTS_DESTINATION", "where proxied artifacts go, e.g. s3://bucket/mlflow-artifacts"
@@ -71,9 +75,17 @@ FORWARDED_ALLOW_IPS = Setting(
     "comma-separated addresses/CIDRs of the load balancer; only their X-Forwarded-For/Proto is trusted",
     "127.0.0.1",
 )
+# How artifact bytes travel between clients and S3 (server/artifact_access.py).
+ARTIFACT_CLIENT_ACCESS_MODES: tuple[str, ...] = ("proxied", "presigned")
+ARTIFACT_CLIENT_ACCESS = Setting(
+    "MLFLOW_STACK_ARTIFACT_CLIENT_ACCESS",
+    "how clients move artifact bytes: 'proxied' (always through the server) or 'presigned' (large "
+    "files straight to and from S3 by presigned URL; clients need network reach to S3)",
+    "proxied",
+)
 
 # Secret settings: only ever from Secrets Manager (task `secrets`) or a *_FILE.
-DB_PASSWORD = Setting("MLFLOW_STACK_DB_PASSWORD", "PostgreSQL password")
+DB_PASSWORD = Setting("MLFLOW_STACK_DB_PASSWORD", "PostgreSQL application role's password")
 ADMIN_PASSWORD = Setting("MLFLOW_STACK_ADMIN_PASSWORD", "basic-auth admin password (>= 12 characters)")
 FLASK_SECRET_KEY = Setting(
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "Flask session/CSRF key; identical on every replica"
@@ -110,6 +122,7 @@ PLAIN_SETTINGS: tuple[Setting, ...] = (
     ADMIN_USERNAME,
     HOT_PATHS,
     FORWARDED_ALLOW_IPS,
+    ARTIFACT_CLIENT_ACCESS,
 )
 SECRET_SETTINGS: tuple[Setting, ...] = (
     DB_PASSWORD,
@@ -121,5 +134,32 @@ SECRET_SETTINGS: tuple[Setting, ...] = (
 # Secrets only the uvicorn workers need (MLflow reads them from its environment there); the
 # entrypoint hands them over as files, never as values (server/worker_secrets.py).
 WORKER_SECRETS: tuple[Setting, ...] = (FLASK_SECRET_KEY, CRYPTO_KEK_PASSPHRASE, WEBHOOK_ENCRYPTION_KEY)
+
+# The database bootstrap (`python -m server.entrypoint bootstrap-db`): the one step that uses the
+# master credentials, to create the application role and hand it the two databases. It runs before
+# the server (ECS: a non-essential container the server container waits on; Kubernetes: before
+# the migration job; local stack: before the replicas) and never in the server's own process.
+BOOTSTRAP_COMMAND: tuple[str, ...] = ("bootstrap-db",)
+DB_MASTER_USER = Setting(
+    "MLFLOW_STACK_DB_MASTER_USER", "PostgreSQL master (admin) user, used only to bootstrap"
+)
+DB_APP_CONNECTION_LIMIT = Setting(
+    "MLFLOW_STACK_DB_APP_CONNECTION_LIMIT",
+    "connections the application role may hold at once (-1: no limit); keeps slots free for the master",
+    "-1",
+)
+DB_MASTER_PASSWORD = Setting("MLFLOW_STACK_DB_MASTER_PASSWORD", "PostgreSQL master password")
+BOOTSTRAP_PLAIN_SETTINGS: tuple[Setting, ...] = (
+    DB_HOST,
+    DB_PORT,
+    DB_NAME,
+    AUTH_DB_NAME,
+    DB_USER,
+    DB_SSLMODE,
+    DB_MASTER_USER,
+    DB_APP_CONNECTION_LIMIT,
+)
+# DB_PASSWORD here is the application role's password: the bootstrap sets it on the role.
+BOOTSTRAP_SECRET_SETTINGS: tuple[Setting, ...] = (DB_PASSWORD, DB_MASTER_PASSWORD)
 
 FILE_SUFFIX = "_FILE"

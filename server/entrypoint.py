@@ -1,5 +1,8 @@
 """`python -m server.entrypoint serve --app-name basic-auth` — how every replica starts.
 
+(`python -m server.entrypoint bootstrap-db` is the step before it that holds the master
+credentials: it creates the application role the server connects as, see server/db_roles.py.)
+
 Order matters, and each step fails before the next one can half-start something:
 1. validate every setting (stdlib only, sub-second) — one error listing all problems, exit 2;
 2. write the basic-auth config, libpq's password file and the workers' keys into private 0600
@@ -107,17 +110,47 @@ def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: 
     return 0
 
 
+def bootstrap_db() -> int:
+    """Create or refresh the application role with the master credentials (server/db_roles.py)."""
+    from server.settings import load_bootstrap_settings
+
+    try:
+        settings = load_bootstrap_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    from server.database import DatabaseUnavailable
+    from server.db_roles import bootstrap
+
+    try:
+        report = bootstrap(settings)
+    except DatabaseUnavailable as exc:
+        _logger.error("%s", exc)
+        return EXIT_DATABASE
+    if not report.used_master:
+        _logger.info("application role %s ready; the master credentials were not used", settings.app_user)
+    for change in report.changes:
+        _logger.info("bootstrap: %s", change)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server.entrypoint", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve_parser = subparsers.add_parser("serve", help="validate settings, prepare the databases, run MLflow")
     serve_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
+    subparsers.add_parser(
+        contract.BOOTSTRAP_COMMAND[0],
+        help="with the master credentials: create or refresh the application role and hand it the databases",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
+    if args.command == contract.BOOTSTRAP_COMMAND[0]:
+        return bootstrap_db()
     return serve(args.app_name)
 
 

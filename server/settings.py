@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from server import contract
@@ -81,6 +81,7 @@ class ServerSettings:
     hot_paths: bool
     # Peers whose X-Forwarded-For/Proto uvicorn believes: the load balancer's subnets, never "*".
     forwarded_allow_ips: tuple[str, ...]
+    artifact_client_access: str
     # Secrets: repr=False keeps them out of any accidental log of the settings object.
     db_password: str
     admin_password: str
@@ -270,6 +271,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     admin_username = r.text(c.ADMIN_USERNAME)
     hot_paths = r.choice(c.HOT_PATHS, BOOLEANS)
     forwarded_allow_ips = _forwarded_allow_ips(r)
+    artifact_client_access = r.choice(c.ARTIFACT_CLIENT_ACCESS, c.ARTIFACT_CLIENT_ACCESS_MODES)
 
     db_password = r.secret(c.DB_PASSWORD)
     admin_password = r.secret(c.ADMIN_PASSWORD, MIN_ADMIN_PASSWORD_LENGTH)
@@ -290,6 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     assert db_host and db_port and db_name and auth_db_name and db_user and db_sslmode and artifacts
     assert port and host and workers and keepalive and pool_size and max_overflow is not None
     assert default_permission and cache_ttl is not None and admin_username and hot_paths
+    assert artifact_client_access
     assert db_password and admin_password and flask_key
     return ServerSettings(
         db_host=db_host,
@@ -311,6 +314,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
         admin_username=admin_username,
         hot_paths=hot_paths == "true",
         forwarded_allow_ips=forwarded_allow_ips,
+        artifact_client_access=artifact_client_access,
         db_password=db_password,
         admin_password=admin_password,
         flask_secret_key=flask_key,
@@ -327,3 +331,58 @@ def is_fernet_key(value: str) -> bool:
         return len(base64.urlsafe_b64decode(value.encode("ascii"))) == FERNET_KEY_BYTES
     except (binascii.Error, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """What `bootstrap-db` needs: where PostgreSQL is, the application role to create or refresh,
+    and the master credentials to do it with."""
+
+    db_host: str
+    db_port: int
+    db_sslmode: str
+    db_name: str
+    auth_db_name: str
+    app_user: str
+    app_password: str = field(repr=False)
+    master_user: str = ""
+    master_password: str = field(default="", repr=False)
+    app_connection_limit: int = -1
+
+
+def load_bootstrap_settings(env: Mapping[str, str] | None = None) -> BootstrapSettings:
+    """Read and validate every bootstrap setting; raise SettingsError listing all problems."""
+    r = _Reader(os.environ if env is None else env)
+    c = contract
+    db_host = r.text(c.DB_HOST)
+    db_port = r.integer(c.DB_PORT, 1, 65535)
+    db_sslmode = r.choice(c.DB_SSLMODE, SSLMODES)
+    db_name = r.identifier(c.DB_NAME)
+    auth_db_name = r.identifier(c.AUTH_DB_NAME)
+    app_user = r.identifier(c.DB_USER)
+    master_user = r.identifier(c.DB_MASTER_USER)
+    if app_user is not None and app_user == master_user:
+        r.fail(
+            c.DB_USER,
+            f"is the master user ({app_user!r})",
+            "Give the server its own application role, e.g. 'mlflow_app'; the master only bootstraps it.",
+        )
+    limit = r.integer(c.DB_APP_CONNECTION_LIMIT, -1, 100000)
+    app_password = r.secret(c.DB_PASSWORD)
+    master_password = r.secret(c.DB_MASTER_PASSWORD)
+    if r.problems:
+        raise SettingsError(r.problems)
+    assert db_host and db_port and db_sslmode and db_name and auth_db_name and app_user and master_user
+    assert limit is not None and app_password and master_password
+    return BootstrapSettings(
+        db_host=db_host,
+        db_port=db_port,
+        db_sslmode=db_sslmode,
+        db_name=db_name,
+        auth_db_name=auth_db_name,
+        app_user=app_user,
+        app_password=app_password,
+        master_user=master_user,
+        master_password=master_password,
+        app_connection_limit=limit,
+    )

@@ -140,6 +140,7 @@ def build_server_spec(
         contract.ADMIN_USERNAME.name: server.admin_username,
         **tuning_environment(server),
         contract.FORWARDED_ALLOW_IPS.name: ",".join(load_balancer_cidrs(settings)),
+        contract.ARTIFACT_CLIENT_ACCESS.name: settings.artifacts.client_access,
     }
     secrets: dict[str, pulumi.Input[str]] = {
         contract.DB_PASSWORD.name: secret_refs.db_password,

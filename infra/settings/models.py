@@ -139,6 +139,15 @@ class ArtifactSettings(_Section):
     abort_multipart_days: int = Field(7, ge=1, description="abort incomplete multipart uploads after")
     noncurrent_expire_days: int = Field(7, ge=1, description="delete overwritten/deleted versions after")
     force_destroy: bool = Field(False, description="let `pulumi destroy` delete a non-empty bucket")
+    client_access: Literal["proxied", "presigned"] = Field(
+        "proxied",
+        description="how clients move artifact bytes. proxied (default): every byte through the load "
+        "balancer and the server, so clients need reach to the domain only and the bucket stays private "
+        "to the stack's roles. presigned: MLflow 3 clients upload/download large files (>= 500 MB by "
+        "default) straight to S3 with presigned URLs the server signs — faster and cheaper for big models, "
+        "but clients need HTTPS reach to S3 (s3.<region>.amazonaws.com) and bypass the WAF and the ALB "
+        "access logs for those bytes",
+    )
 
     @field_validator("archive_storage_class")
     @classmethod

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from local.secret_files import URL_SPECIAL
-from local.stack import DB_NAME, DB_USER, LocalStackInfo
+from local.stack import AUTH_DB_NAME, DB_NAME, DB_USER, LocalStackInfo
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +77,34 @@ def test_db_password_with_url_special_characters_is_what_the_database_enforces(
     assert {"experiments", "runs", "registered_models", "alembic_version"} <= tables
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(host="127.0.0.1", port=port, user=DB_USER, password="wrong", dbname=DB_NAME)  # noqa: S106
+
+
+def test_every_server_connection_is_the_application_role(local_stack: LocalStackInfo) -> None:
+    """The replicas connect as the least-privilege role the bootstrap created, never as the
+    superuser, and that role owns both databases and every table the migrations made."""
+    port = _ports(local_stack)["postgres"]
+    superuser = _secret(local_stack, "postgres_superuser_password")
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", password=superuser, dbname="postgres"
+    ) as conn:
+        sessions = conn.execute(
+            "SELECT DISTINCT usename FROM pg_stat_activity "
+            "WHERE datname IN (%s, %s) AND pid <> pg_backend_pid()",
+            (DB_NAME, AUTH_DB_NAME),
+        ).fetchall()
+        assert sessions == [(DB_USER,)]
+        role = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s", (DB_USER,)
+        ).fetchone()
+        assert role == (False, False, False)
+    for database in (DB_NAME, AUTH_DB_NAME):
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", password=superuser, dbname=database
+        ) as conn:
+            owners = conn.execute(
+                "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+            assert owners == [(DB_USER,)], (database, owners)
 
 
 def test_secret_files_are_private(local_stack: LocalStackInfo) -> None:

@@ -6,6 +6,7 @@ basic-auth`), three at the same moment, repeated on a fresh pair of databases ea
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -17,15 +18,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from local.postgres import LocalPostgres, grant_traversal
+from local.postgres import SUPERUSER, LocalPostgres, grant_traversal
 from local.processes import ProcessRecord, spawn, stop, wait_until
 from local.secret_files import URL_SPECIAL, generate_password, private_dir, write_secret
 from server import contract
+from server.db_roles import BootstrapReport, bootstrap
+from server.settings import BootstrapSettings
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 REPLICAS = 3
+APP_ROLE = "mlflow_app"
+APP_CONNECTION_LIMIT = 40
 ROUNDS = 3
 
 
@@ -46,6 +51,25 @@ class Cluster:
         write_secret(self.files[contract.FLASK_SECRET_KEY.name], "f" * 64)
         self.postgres = LocalPostgres(state_dir / "postgres", port)
 
+    def bootstrap_settings(self, db_name: str, **changes: object) -> BootstrapSettings:
+        settings = BootstrapSettings(
+            db_host="127.0.0.1",
+            db_port=self.port,
+            db_sslmode="disable",
+            db_name=db_name,
+            auth_db_name=f"{db_name}_auth",
+            app_user=APP_ROLE,
+            app_password=self.db_password,
+            master_user=SUPERUSER,
+            master_password=self.superuser_password,
+            app_connection_limit=APP_CONNECTION_LIMIT,
+        )
+        return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+    def bootstrap(self, db_name: str, **changes: object) -> BootstrapReport:
+        """What the local stack and the ECS task do before any replica starts."""
+        return bootstrap(self.bootstrap_settings(db_name, **changes))
+
     def replica_env(self, db_name: str, port: int) -> dict[str, str]:
         env = {
             "PATH": "/usr/bin:/bin",
@@ -53,7 +77,7 @@ class Cluster:
             contract.DB_PORT.name: str(self.port),
             contract.DB_NAME.name: db_name,
             contract.AUTH_DB_NAME.name: f"{db_name}_auth",
-            contract.DB_USER.name: "mlflow",
+            contract.DB_USER.name: APP_ROLE,
             contract.DB_SSLMODE.name: "disable",
             contract.ARTIFACTS_DESTINATION.name: "s3://unused-bucket/artifacts",
             contract.PUBLIC_HOSTS.name: "localhost",
@@ -105,8 +129,8 @@ def test_simultaneous_replicas_migrate_exactly_once(
 ) -> None:  # type: ignore[no-untyped-def]
     assert all(ch in cluster.db_password for ch in URL_SPECIAL)
     db_name = f"mlflow_round{round_number}"
-    # A brand-new, empty tracking database; the auth database does not exist yet either.
-    cluster.postgres.ensure_app_role(cluster.superuser_password, "mlflow", cluster.db_password, db_name)
+    # A brand-new pair of empty databases, owned by the application role (no CREATEDB).
+    cluster.bootstrap(db_name)
     ports = pick_free_ports(REPLICAS).replica_ports(REPLICAS)
     logs = [cluster.state_dir / f"round{round_number}-replica{i}.log" for i in range(REPLICAS)]
     records: list[ProcessRecord] = []
@@ -135,7 +159,7 @@ def test_simultaneous_replicas_migrate_exactly_once(
     assert cluster.db_password not in joined
 
     tracking_head, auth_head = _heads()
-    connect = dict(host="127.0.0.1", port=cluster.port, user="mlflow", password=cluster.db_password)
+    connect = dict(host="127.0.0.1", port=cluster.port, user=APP_ROLE, password=cluster.db_password)
     with psycopg.connect(dbname=db_name, **connect) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(tracking_head,)]
     with psycopg.connect(dbname=f"{db_name}_auth", **connect) as conn:
@@ -157,9 +181,7 @@ def _run_entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_database_problems_fail_with_a_clear_message(cluster: Cluster, pick_free_ports) -> None:  # type: ignore[no-untyped-def]
     port = pick_free_ports(1).replica_base
-    cluster.postgres.ensure_app_role(
-        cluster.superuser_password, "mlflow", cluster.db_password, "mlflow_errors"
-    )
+    cluster.bootstrap("mlflow_errors")
 
     wrong_password = cluster.replica_env("mlflow_errors", port)
     wrong_file = cluster.state_dir / "secrets" / "wrong_db_password"
@@ -173,15 +195,147 @@ def test_database_problems_fail_with_a_clear_message(cluster: Cluster, pick_free
     limited_password = generate_password()
     with cluster.postgres.connect(cluster.superuser_password) as conn:
         conn.execute(sql.SQL("CREATE ROLE limited LOGIN PASSWORD {}").format(sql.Literal(limited_password)))
-        conn.execute("GRANT ALL ON DATABASE mlflow_errors TO limited")
-    with cluster.postgres.connect(cluster.superuser_password, dbname="mlflow_errors") as conn:
+        conn.execute("CREATE DATABASE mlflow_limited")
+        conn.execute("GRANT ALL ON DATABASE mlflow_limited TO limited")
+    with cluster.postgres.connect(cluster.superuser_password, dbname="mlflow_limited") as conn:
         conn.execute("GRANT ALL ON SCHEMA public TO limited")
-    limited = cluster.replica_env("mlflow_errors", port)
+    limited = cluster.replica_env("mlflow_limited", port)
     limited[contract.DB_USER.name] = "limited"
     limited_file = cluster.state_dir / "secrets" / "limited_password"
     write_secret(limited_file, limited_password)
     limited[contract.DB_PASSWORD.name + contract.FILE_SUFFIX] = str(limited_file)
     denied = _run_entrypoint(limited)
     assert denied.returncode == 3
-    assert "'mlflow_errors_auth' does not exist" in denied.stderr and "CREATEDB" in denied.stderr
+    assert "'mlflow_limited_auth' does not exist" in denied.stderr and "CREATEDB" in denied.stderr
     assert limited_password not in denied.stderr + denied.stdout
+
+
+# --- the application role (server/db_roles.py) -------------------------------------------------
+
+
+def _superuser(cluster: Cluster, dbname: str = "postgres") -> psycopg.Connection:
+    return cluster.postgres.connect(cluster.superuser_password, dbname=dbname)
+
+
+def _as_app(cluster: Cluster, dbname: str, password: str | None = None) -> psycopg.Connection:
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=cluster.port,
+        user=APP_ROLE,
+        password=password or cluster.db_password,
+        dbname=dbname,
+        autocommit=True,
+    )
+
+
+def test_bootstrap_gives_the_application_role_its_databases_and_nothing_more(cluster: Cluster) -> None:
+    first = cluster.bootstrap("mlflow_roles")
+    assert first.used_master
+    with _superuser(cluster) as conn:
+        role = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolconnlimit, "
+            "rolpassword FROM pg_authid WHERE rolname = %s",
+            (APP_ROLE,),
+        ).fetchone()
+        assert role is not None and role[:6] == (False, False, False, False, False, APP_CONNECTION_LIMIT)
+        # Stored as a SCRAM verifier computed by the bootstrap: the password never reached the server.
+        assert role[6].startswith("SCRAM-SHA-256$4096:") and cluster.db_password not in role[6]
+        member_of = conn.execute(
+            "SELECT count(*) FROM pg_auth_members "
+            "WHERE member = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            (APP_ROLE,),
+        ).fetchone()
+        assert member_of == (0,)
+        owners = dict(
+            conn.execute(
+                "SELECT d.datname, r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                "WHERE d.datname LIKE 'mlflow_roles%%'"
+            ).fetchall()
+        )
+        assert owners == {"mlflow_roles": APP_ROLE, "mlflow_roles_auth": APP_ROLE}
+        outsider = generate_password()
+        conn.execute(sql.SQL("CREATE ROLE outsider LOGIN PASSWORD {}").format(sql.Literal(outsider)))
+    # Another login role of the instance cannot even connect to the kit's databases.
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(
+            host="127.0.0.1", port=cluster.port, user="outsider", password=outsider, dbname="mlflow_roles"
+        )
+    with _as_app(cluster, "mlflow_roles") as app:
+        for statement in ("CREATE DATABASE sneaky", "CREATE ROLE sneaky"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(statement)
+
+    # Idempotent, and cheap: the second run finds everything in place and never logs in as master.
+    second = cluster.bootstrap("mlflow_roles", master_password=generate_password())
+    assert (second.used_master, second.changes) == (False, [])
+
+
+def test_bootstrap_takes_over_databases_the_master_user_owned(cluster: Cluster) -> None:
+    """A deployment that ran the server as the master user: after the bootstrap every object of
+    both databases belongs to the application role, which can then migrate them."""
+    with _superuser(cluster) as conn:
+        for name in ("mlflow_legacy", "mlflow_legacy_auth"):
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with _superuser(cluster, "mlflow_legacy") as conn:
+        conn.execute("CREATE TYPE stage AS ENUM ('active', 'deleted')")
+        conn.execute("CREATE TABLE runs (id serial PRIMARY KEY, stage stage)")
+        conn.execute("CREATE SEQUENCE loose_counter")
+        conn.execute("CREATE VIEW active_runs AS SELECT id FROM runs")
+        conn.execute("CREATE FUNCTION one() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    with _superuser(cluster, "mlflow_legacy_auth") as conn:
+        conn.execute("CREATE TABLE users (id serial PRIMARY KEY, username text)")
+
+    report = cluster.bootstrap("mlflow_legacy")
+    assert any("re-owned" in change for change in report.changes), report.changes
+    for name in ("mlflow_legacy", "mlflow_legacy_auth"):
+        with _superuser(cluster, name) as conn:
+            foreign = conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) <> %s "
+                "UNION ALL SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                "WHERE n.nspname = 'public' AND t.typtype = 'e' AND pg_get_userbyid(t.typowner) <> %s "
+                "UNION ALL SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> %s",
+                (APP_ROLE, APP_ROLE, APP_ROLE),
+            ).fetchall()
+            assert foreign == [], (name, foreign)
+    with _as_app(cluster, "mlflow_legacy") as app:
+        app.execute("ALTER TABLE runs ADD COLUMN note text")  # what an alembic migration does
+        app.execute("INSERT INTO runs (stage) VALUES ('active')")
+
+
+def test_rotating_the_application_password_takes_effect_at_the_next_bootstrap(cluster: Cluster) -> None:
+    cluster.bootstrap("mlflow_rotate")
+    rotated = generate_password()
+    report = cluster.bootstrap("mlflow_rotate", app_password=rotated)
+    assert report.used_master  # the old password no longer matches the secret: the master resets it
+    with _as_app(cluster, "mlflow_rotate", password=rotated) as app:
+        assert app.execute("SELECT current_user").fetchone() == (APP_ROLE,)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        _as_app(cluster, "mlflow_rotate")
+    cluster.bootstrap("mlflow_rotate")  # back to the cluster's password for the other tests
+
+
+def test_bootstrap_command_refuses_bad_settings_in_one_message(cluster: Cluster) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        contract.DB_HOST.name: "127.0.0.1",
+        contract.DB_PORT.name: str(cluster.port),
+        contract.DB_USER.name: SUPERUSER,
+        contract.DB_MASTER_USER.name: SUPERUSER,
+        contract.DB_APP_CONNECTION_LIMIT.name: "many",
+        contract.DB_PASSWORD.name + contract.FILE_SUFFIX: str(cluster.files[contract.DB_PASSWORD.name]),
+    }
+    done = subprocess.run(
+        [sys.executable, *contract.ENTRYPOINT[1:], *contract.BOOTSTRAP_COMMAND],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    for name in (contract.DB_USER, contract.DB_APP_CONNECTION_LIMIT, contract.DB_MASTER_PASSWORD):
+        assert name.name in done.stderr
+    assert "is the master user" in done.stderr and cluster.db_password not in done.stderr

@@ -131,11 +131,14 @@ def test_environment_names_are_mlflow_settings(settings) -> None:  # type: ignor
     env = server_environment(settings, "/tmp/auth.ini")
     known = {v.name for v in vars(ev).values() if hasattr(v, "name") and hasattr(v, "get")}
     # The kit's own knob for its workers (server/app.py reads it); everything else is MLflow's.
-    kit_own = {contract.HOT_PATHS.name}
+    kit_own = {contract.HOT_PATHS.name, contract.ARTIFACT_CLIENT_ACCESS.name}
     assert set(env) - kit_own <= known, set(env) - kit_own - known
     assert env[contract.HOT_PATHS.name] == "true"
     assert env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "5"
-    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
+    # The server decides presigned vs proxied (server-info + artifact_access); the client-side
+    # override variable would only mislead anyone reading the task definition.
+    assert "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD" not in env
+    assert env[contract.ARTIFACT_CLIENT_ACCESS.name] == "proxied"
 
 
 def test_command_and_environment_hold_no_secret(settings) -> None:  # type: ignore[no-untyped-def]

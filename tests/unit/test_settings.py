@@ -305,3 +305,10 @@ def test_extra_tags_cannot_shadow_the_required_ones():
     text = str(problems("dev", tags={"owner": "someone-else", "aws:created-by": "me"}))
     assert "mlflow-stack:tags.owner: is set by the stack itself" in text and "mlflow-stack:owner" in text
     assert "mlflow-stack:tags.aws:created-by: is not a valid AWS tag" in text
+
+
+def test_artifact_client_access_is_proxied_unless_chosen():
+    assert settings("prod").artifacts.client_access == "proxied"
+    assert settings("dev", artifacts={"clientAccess": "presigned"}).artifacts.client_access == "presigned"
+    text = str(problems("dev", artifacts={"clientAccess": "direct"}))
+    assert "mlflow-stack:artifacts.clientAccess" in text and "'proxied' or 'presigned'" in text
