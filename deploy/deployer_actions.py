@@ -30,6 +30,7 @@ KMS_ALIAS = "kms-alias"  # the stack's aliases (and the keys they point at)
 KMS_GRANT = "kms-grant"  # grants an AWS service (RDS) makes with the deployer's credentials
 KMS_VIA_SECRETS_MANAGER = "kms-via-secrets-manager"  # secret values, encrypted by Secrets Manager
 SECRETS = "secrets"  # secret:<secret_name_prefix>/*
+RDS_MANAGED_SECRET = "rds-managed-secret"  # noqa: S105 - a scope name; secret:rds!db-* (named by RDS)
 LOG_GROUP = "log-group"  # the stack's log groups, by name
 RDS = "rds"  # the stack's instance, subnet group, parameter group, final snapshot
 DYNAMODB = "dynamodb"  # the stack's lock table
@@ -329,6 +330,16 @@ TYPE_ACTIONS: ActionTable = {
         # RDS encrypts storage and Performance Insights through grants it makes as the caller.
         KMS_KEY: ("kms:DescribeKey",),
         KMS_GRANT: ("kms:CreateGrant",),
+        # manage_master_user_password: RDS creates, rotates and deletes its master secret with the
+        # caller's permissions, encrypted with the stack's secrets key ("Required permissions for
+        # Secrets Manager integration", https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-secrets-manager.html).
+        RDS_MANAGED_SECRET: (
+            "secretsmanager:CreateSecret",
+            "secretsmanager:RotateSecret",
+            "secretsmanager:TagResource",
+            "secretsmanager:DeleteSecret",
+        ),
+        KMS_VIA_SECRETS_MANAGER: ("kms:Decrypt", "kms:GenerateDataKey"),
     },
     "aws:dynamodb/table:Table": {
         DYNAMODB: (

@@ -60,6 +60,7 @@ SCOPE_SIDS: Mapping[str, str] = {
     table.KMS_GRANT: "KmsGrantsForAwsServices",
     table.KMS_VIA_SECRETS_MANAGER: "KmsThroughSecretsManager",
     table.SECRETS: "StackSecrets",
+    table.RDS_MANAGED_SECRET: "RdsManagedMasterSecret",
     table.LOG_GROUP: "StackLogGroups",
     table.RDS: "StackDatabase",
     table.DYNAMODB: "StackLockTable",
@@ -347,6 +348,8 @@ class _StackArns:
             table.SECRETS: [
                 self.arn("secretsmanager", f"secret:{pattern}") for pattern in self.secret_patterns()
             ],
+            # The name is RDS' own (`rds!db-<uuid>`, the uuid unknown before creation).
+            table.RDS_MANAGED_SECRET: [self.arn("secretsmanager", "secret:rds!db-*")],
             table.LOG_GROUP: [
                 self.arn("logs", f"log-group:{name}{suffix}")
                 for name in self.names("aws:cloudwatch/logGroup:LogGroup")

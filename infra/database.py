@@ -16,7 +16,12 @@ from infra.settings import DatabaseSettings
 from infra.tags import child_opts, name_tag
 
 POSTGRES_PORT = 5432
-MASTER_USERNAME = "mlflow"  # server/contract.py DB_USER default
+MASTER_USERNAME = "mlflow"  # RDS master: used only by the bootstrap step (server/db_roles.py)
+APP_USERNAME = "mlflow_app"  # server/contract.py DB_USER default: what the server connects as
+# Connections the application role may never take, so the master can always log in to repair
+# things: RDS reserves 3 for superusers and 2 for rds_superuser (PostgreSQL 15+) itself, plus a few
+# for operators. https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/CHAP_Limits.html#RDS_Limits.MaxConnections
+MASTER_RESERVED_CONNECTIONS = 10
 DATABASE_NAME = "mlflow"  # tracking + registry; the server creates the auth DB itself
 PERFORMANCE_INSIGHTS_RETENTION_DAYS = 7  # the free tier
 CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
@@ -28,7 +33,9 @@ class DatabaseArgs:
     identifier: str  # RDS instance identifier, e.g. "mlflow-search-prod-db"
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list[str]]
-    master_password: pulumi.Input[str]  # a Pulumi secret
+    # RDS keeps the master password in Secrets Manager itself (manage_master_user_password), so it
+    # is never in the Pulumi state; this key (the stack's secrets key) encrypts that secret.
+    master_secret_kms_key_arn: pulumi.Input[str]
     # prod: `pulumi destroy` must refuse to delete the instance (Pulumi protect).
     protect: bool = False
 
@@ -37,7 +44,10 @@ class Database(pulumi.ComponentResource):
     endpoint: pulumi.Output[str]  # host name only
     port: pulumi.Output[int]
     db_name: str
-    username: str
+    username: str  # the application role
+    master_username: str
+    master_secret_arn: pulumi.Output[str]  # RDS-managed: JSON {"username", "password"}
+    app_connection_limit: int
     security_group_id: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str]
     instance_identifier: pulumi.Output[str]
@@ -109,7 +119,11 @@ class Database(pulumi.ComponentResource):
             instance_class=settings.instance_class,
             db_name=DATABASE_NAME,
             username=MASTER_USERNAME,
-            password=args.master_password,
+            # RDS generates the master password, stores it in Secrets Manager and rotates it (every
+            # 7 days by default); it never passes through Pulumi. Not supported with RDS Blue/Green
+            # deployments (docs/deploy.md). https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-secrets-manager.html
+            manage_master_user_password=True,
+            master_user_secret_kms_key_id=args.master_secret_kms_key_arn,
             port=POSTGRES_PORT,
             allocated_storage=settings.allocated_storage_gb,
             max_allocated_storage=settings.max_allocated_storage_gb,
@@ -144,7 +158,10 @@ class Database(pulumi.ComponentResource):
         self.endpoint = instance.address
         self.port = instance.port
         self.db_name = DATABASE_NAME
-        self.username = MASTER_USERNAME
+        self.username = APP_USERNAME
+        self.master_username = MASTER_USERNAME
+        self.master_secret_arn = instance.master_user_secrets.apply(_master_secret_arn)
+        self.app_connection_limit = settings.max_connections - MASTER_RESERVED_CONNECTIONS
         self.security_group_id = self.security_group.id
         self.kms_key_arn = key.arn
         self.instance_identifier = instance.identifier
@@ -171,3 +188,13 @@ class Database(pulumi.ComponentResource):
             description=f"PostgreSQL from {role}",
             opts=child_opts(self),
         )
+
+
+def _master_secret_arn(secrets: list | None) -> str:  # type: ignore[type-arg]
+    if not secrets:
+        raise ValueError("RDS returned no master user secret although manage_master_user_password is set")
+    first = secrets[0]
+    arn = first.get("secret_arn") if isinstance(first, dict) else getattr(first, "secret_arn", None)
+    if not arn:
+        raise ValueError("RDS' master user secret has no ARN")
+    return str(arn)

@@ -94,7 +94,7 @@ def build_platform(settings: Settings) -> Platform:
             identifier=f"{prefix}-db",
             vpc_id=network.vpc_id,
             private_subnet_ids=network.private_subnet_ids,
-            master_password=secrets.db_password,
+            master_secret_kms_key_arn=secrets.kms_key_arn,
             protect=settings.is_prod,
         ),
         opts=with_provider,
@@ -145,6 +145,8 @@ def build_platform(settings: Settings) -> Platform:
                 secrets.flask_secret_key_secret_arn,
                 secrets.crypto_kek_passphrase_secret_arn,
                 secrets.webhook_encryption_key_secret_arn,
+                # Read by ECS for the bootstrap container only (the server container never gets it).
+                database.master_secret_arn,
             ],
             secrets_kms_key_arn=secrets.kms_key_arn,
             log_group_name=settings.log_group_name,
@@ -196,7 +198,11 @@ def build_platform(settings: Settings) -> Platform:
             secrets.flask_secret_key_secret_arn,
             secrets.crypto_kek_passphrase_secret_arn,
             secrets.webhook_encryption_key_secret_arn,
+            # ECS `valueFrom` with a JSON key: the RDS-managed secret is {"username", "password"}.
+            db_master_password=pulumi.Output.concat(database.master_secret_arn, ":password::"),
         ),
+        db_master_user=database.master_username,
+        db_app_connection_limit=database.app_connection_limit,
         # A prebuilt image is expected to come from the same server/Dockerfile (e.g. built by CI).
         read_only_root=image_can_run_read_only(SCRATCH_PATH),
     )
@@ -398,6 +404,9 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("db_name", platform.database.db_name)
     pulumi.export("db_user", platform.database.username)
     pulumi.export("db_password_secret_arn", platform.secrets.db_password_secret_arn)
+    # The RDS-managed master secret, for an operator's repairs (the server never uses it).
+    pulumi.export("db_master_user", platform.database.master_username)
+    pulumi.export("db_master_secret_arn", platform.database.master_secret_arn)
     pulumi.export("flask_secret_key_secret_arn", platform.secrets.flask_secret_key_secret_arn)
     pulumi.export("crypto_kek_passphrase_secret_arn", platform.secrets.crypto_kek_passphrase_secret_arn)
     pulumi.export("webhook_encryption_key_secret_arn", platform.secrets.webhook_encryption_key_secret_arn)

@@ -283,6 +283,9 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
             add(r, f"RDS PostgreSQL {instance_class} {az}", hourly * hours * copies)
             storage = float(_get(r, "allocatedStorage", 20))
             add(r, f"RDS storage {storage:g} GB gp3 {az}", storage * prices["rds_gp3_gb_month"] * copies)
+            if _get(r, "manageMasterUserPassword", False):
+                # RDS creates this secret itself; it is billed like any other.
+                add(r, "Secrets Manager secret (RDS-managed master password)", prices["secret_month"])
         elif r.type == "aws:ecs/service:Service":
             shape = shapes.get(_family(_get(r, "taskDefinition", "")))
             if shape is None:

@@ -156,6 +156,17 @@ class AwsMocks(Mocks):
                 arn=self._arn("rds", f"db:{identifier}"),
                 hostedZoneId="Z2R2ITUGPM61AM",
             )
+            if _plain(inputs.get("manageMasterUserPassword")):
+                # RDS names its managed secret `rds!db-<uuid>` and returns it as MasterUserSecret.
+                state["masterUserSecrets"] = [
+                    {
+                        "secretArn": self._arn(
+                            "secretsmanager", f"secret:rds!db-{self._uuid(name)}-{short[:6]}"
+                        ),
+                        "kmsKeyId": _plain(inputs.get("masterUserSecretKmsKeyId")) or "",
+                        "secretStatus": "active",
+                    }
+                ]
         elif typ == "aws:ec2/eip:Eip":
             # An address from TEST-NET-2 (RFC 5737), stable per stack and name.
             state["publicIp"] = f"198.51.100.{int(short[:4], 16) % 254 + 1}"

@@ -19,6 +19,8 @@ import pulumi_aws as aws
 from infra.compute.spec import ServerSpec
 
 CONTAINER_NAME = "mlflow"
+# Runs first and exits; holds the master password (infra/compute/spec.py BootstrapSpec).
+BOOTSTRAP_CONTAINER_NAME = "db-bootstrap"
 SCRATCH_VOLUME = "scratch"
 POSTGRES_PORT = 5432
 HTTPS_PORT = 443
@@ -65,6 +67,41 @@ class EcsServiceArgs:
             )
 
 
+def bootstrap_container(
+    spec: ServerSpec,
+    *,
+    image: str,
+    environment: Mapping[str, str],
+    secrets: Mapping[str, str],
+    log_group_name: str,
+    region: str,
+) -> dict[str, Any]:
+    """The database bootstrap (server/db_roles.py): the only container that receives the master
+    password. Not essential — it exits when done — and the server container starts only after it
+    exited 0, so a failed bootstrap stops the task before anything serves."""
+    assert spec.bootstrap is not None
+    return {
+        "name": BOOTSTRAP_CONTAINER_NAME,
+        "image": image,
+        "essential": False,
+        "entryPoint": list(spec.entrypoint),
+        "command": list(spec.bootstrap.command),
+        "user": spec.user,
+        "readonlyRootFilesystem": True,  # it writes nothing
+        "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
+        "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
+        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group_name,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": BOOTSTRAP_CONTAINER_NAME,
+            },
+        },
+    }
+
+
 def container_definitions(
     spec: ServerSpec,
     *,
@@ -74,6 +111,8 @@ def container_definitions(
     log_group_name: str,
     region: str,
     health_check_grace_seconds: int,
+    bootstrap_environment: Mapping[str, str] | None = None,
+    bootstrap_secrets: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The task's container definitions (RegisterTaskDefinition shape), from resolved values."""
     health_url = f"http://127.0.0.1:{spec.port}{spec.health_path}"
@@ -82,60 +121,70 @@ def container_definitions(
         if spec.read_only_root
         else []
     )
-    return [
-        {
-            "name": CONTAINER_NAME,
-            "image": image,
-            "essential": True,
-            "entryPoint": list(spec.entrypoint),
-            # `--app-name basic-auth` stays visible here for reviewers and the policy pack.
-            "command": list(spec.command),
-            "user": spec.user,
-            "readonlyRootFilesystem": spec.read_only_root,
-            "mountPoints": scratch,
-            "portMappings": [
-                {
-                    "name": "http",
-                    "containerPort": spec.port,
-                    "hostPort": spec.port,
-                    "protocol": "tcp",
-                    "appProtocol": "http",
-                }
+    server: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "essential": True,
+        "entryPoint": list(spec.entrypoint),
+        # `--app-name basic-auth` stays visible here for reviewers and the policy pack.
+        "command": list(spec.command),
+        "user": spec.user,
+        "readonlyRootFilesystem": spec.read_only_root,
+        "mountPoints": scratch,
+        "portMappings": [
+            {
+                "name": "http",
+                "containerPort": spec.port,
+                "hostPort": spec.port,
+                "protocol": "tcp",
+                "appProtocol": "http",
+            }
+        ],
+        "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
+        "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
+        "healthCheck": {
+            # The image has Python but not curl; a failed request raises and exits non-zero.
+            "command": [
+                "CMD",
+                "python",
+                "-c",
+                f"import urllib.request; urllib.request.urlopen('{health_url}', timeout=4)",
             ],
-            "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
-            "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
-            "healthCheck": {
-                # The image has Python but not curl; a failed request raises and exits non-zero.
-                "command": [
-                    "CMD",
-                    "python",
-                    "-c",
-                    f"import urllib.request; urllib.request.urlopen('{health_url}', timeout=4)",
-                ],
-                "interval": 30,
-                "timeout": 5,
-                "retries": 3,
-                "startPeriod": min(health_check_grace_seconds, MAX_HEALTH_START_PERIOD_SECONDS),
+            "interval": 30,
+            "timeout": 5,
+            "retries": 3,
+            "startPeriod": min(health_check_grace_seconds, MAX_HEALTH_START_PERIOD_SECONDS),
+        },
+        "stopTimeout": STOP_TIMEOUT_SECONDS,
+        "linuxParameters": {
+            # An init process reaps the workers' children and forwards SIGTERM.
+            "initProcessEnabled": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group_name,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": "server",
+                # Never block the server on a slow log pipe; drop lines beyond the buffer.
+                "mode": "non-blocking",
+                "max-buffer-size": "25m",
             },
-            "stopTimeout": STOP_TIMEOUT_SECONDS,
-            "linuxParameters": {
-                # An init process reaps the workers' children and forwards SIGTERM.
-                "initProcessEnabled": True,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "logConfiguration": {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": log_group_name,
-                    "awslogs-region": region,
-                    "awslogs-stream-prefix": "server",
-                    # Never block the server on a slow log pipe; drop lines beyond the buffer.
-                    "mode": "non-blocking",
-                    "max-buffer-size": "25m",
-                },
-            },
-        }
-    ]
+        },
+    }
+    if spec.bootstrap is None:
+        return [server]
+    server["dependsOn"] = [{"containerName": BOOTSTRAP_CONTAINER_NAME, "condition": "SUCCESS"}]
+    bootstrap = bootstrap_container(
+        spec,
+        image=image,
+        environment=bootstrap_environment or {},
+        secrets=bootstrap_secrets or {},
+        log_group_name=log_group_name,
+        region=region,
+    )
+    return [bootstrap, server]
 
 
 class EcsService(pulumi.ComponentResource):
@@ -230,6 +279,10 @@ class EcsService(pulumi.ComponentResource):
             image=spec.image,
             environment=pulumi.Output.all(**dict(spec.environment)),
             secrets=pulumi.Output.all(**dict(spec.secrets)),
+            bootstrap_environment=pulumi.Output.all(
+                **dict(spec.bootstrap.environment if spec.bootstrap else {})
+            ),
+            bootstrap_secrets=pulumi.Output.all(**dict(spec.bootstrap.secrets if spec.bootstrap else {})),
             log_group=self.log_group.name,
         ).apply(
             lambda resolved: json.dumps(
@@ -241,6 +294,8 @@ class EcsService(pulumi.ComponentResource):
                     log_group_name=resolved["log_group"],
                     region=args.region,
                     health_check_grace_seconds=args.health_check_grace_seconds,
+                    bootstrap_environment=resolved["bootstrap_environment"],
+                    bootstrap_secrets=resolved["bootstrap_secrets"],
                 )
             )
         )

@@ -40,11 +40,29 @@ SCRATCH_PATH = "/tmp"
 class SecretRefs:
     """Where each secret lives: Secrets Manager ARNs (optionally `arn:<json-key>::`)."""
 
-    db_password: pulumi.Input[str]
+    db_password: pulumi.Input[str]  # the application role's
     admin_password: pulumi.Input[str]
     flask_secret_key: pulumi.Input[str]
     crypto_kek_passphrase: pulumi.Input[str]
     webhook_encryption_key: pulumi.Input[str]
+    # Only the bootstrap step gets it, e.g. `<RDS-managed secret ARN>:password::`.
+    db_master_password: pulumi.Input[str] = ""
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    """The step that runs before the server, in the same image, and is the only holder of the
+    master credentials: it creates the application role (server/db_roles.py). ECS runs it as a
+    non-essential container the server container waits on (`dependsOn ... SUCCESS`)."""
+
+    command: tuple[str, ...]
+    environment: Mapping[str, pulumi.Input[str]]
+    secrets: Mapping[str, pulumi.Input[str]]
+
+    def __post_init__(self) -> None:
+        leaked = {s.name for s in contract.BOOTSTRAP_SECRET_SETTINGS} & set(self.environment)
+        if leaked:
+            raise ValueError(f"bootstrap spec: secret settings {sorted(leaked)} must not be plain env vars")
 
 
 @dataclass(frozen=True)
@@ -67,8 +85,11 @@ class ServerSpec:
     # VOLUME directive hands over the directory's ownership/mode, and the server runs non-root.
     read_only_root: bool = True
     scratch_path: str = SCRATCH_PATH
+    bootstrap: BootstrapSpec | None = None
 
     def __post_init__(self) -> None:
+        if contract.DB_MASTER_PASSWORD.name in self.secrets:
+            raise ValueError("server spec: the master password belongs to the bootstrap step only")
         overlap = set(self.environment) & set(self.secrets)
         if overlap:
             raise ValueError(f"server spec: {sorted(overlap)} set both as plain env and as secrets")
@@ -122,6 +143,8 @@ def build_server_spec(
     artifacts_destination: pulumi.Input[str],
     secret_refs: SecretRefs,
     read_only_root: bool,
+    db_master_user: pulumi.Input[str] | None = None,
+    db_app_connection_limit: int = -1,
 ) -> ServerSpec:
     """The server as settings and the platform's outputs describe it."""
     server = settings.server
@@ -157,6 +180,26 @@ def build_server_spec(
             "server spec is out of step with server/contract.py: "
             f"plain {sorted(set(plain) ^ expected_plain)}, secret {sorted(set(secrets) ^ expected_secret)}"
         )
+    bootstrap = None
+    if db_master_user is not None:
+        bootstrap_plain = {
+            name: plain[name] for name in (s.name for s in contract.BOOTSTRAP_PLAIN_SETTINGS) if name in plain
+        }
+        bootstrap_plain[contract.DB_MASTER_USER.name] = db_master_user
+        bootstrap_plain[contract.DB_APP_CONNECTION_LIMIT.name] = str(db_app_connection_limit)
+        bootstrap_secrets = {
+            contract.DB_PASSWORD.name: secret_refs.db_password,
+            contract.DB_MASTER_PASSWORD.name: secret_refs.db_master_password,
+        }
+        if set(bootstrap_plain) != {s.name for s in contract.BOOTSTRAP_PLAIN_SETTINGS} or set(
+            bootstrap_secrets
+        ) != {s.name for s in contract.BOOTSTRAP_SECRET_SETTINGS}:
+            raise ValueError("bootstrap spec is out of step with server/contract.py")
+        if not secret_refs.db_master_password:
+            raise ValueError("bootstrap spec: no reference to the master password secret")
+        bootstrap = BootstrapSpec(
+            command=contract.BOOTSTRAP_COMMAND, environment=bootstrap_plain, secrets=bootstrap_secrets
+        )
     return ServerSpec(
         image=image,
         entrypoint=contract.ENTRYPOINT,
@@ -168,4 +211,5 @@ def build_server_spec(
         cpu=server.cpu,
         memory=server.memory,
         read_only_root=read_only_root,
+        bootstrap=bootstrap,
     )

@@ -35,13 +35,14 @@ def is_mlflow_server(container: Mapping[str, Any]) -> bool:
     """A container that starts the MLflow server: the kit's entrypoint (`python -m server.entrypoint`),
     an `mlflow server` command (`mlflow`, `/usr/local/bin/mlflow` or `python -m mlflow`), or an MLflow
     image left to its default command. An MLflow image running something else (the maintenance task's
-    `python -m cli.runs`) is a client of the server, not a server."""
+    `python -m cli.runs`, the entrypoint's `bootstrap-db` step before the server) is not a server."""
     words = _words(container)
     if not words:
         return "mlflow" in str(container.get("image")).lower()
-    return "server.entrypoint" in words or any(
-        a.rsplit("/", 1)[-1] == "mlflow" and b == "server" for a, b in itertools.pairwise(words)
-    )
+    if "server.entrypoint" in words:
+        subcommand = words[words.index("server.entrypoint") + 1 : words.index("server.entrypoint") + 2]
+        return subcommand in ([], ["serve"])
+    return any(a.rsplit("/", 1)[-1] == "mlflow" and b == "server" for a, b in itertools.pairwise(words))
 
 
 def _basic_auth(words: list[str]) -> bool:

@@ -229,3 +229,16 @@ def test_prod_needs_two_autoscaled_replicas():
     assert violations("mlflow-prod-replicas-autoscaled", _scaled()[:1], environment="prod") == [
         "prod service svc has no autoscaling target"
     ]
+
+
+def test_the_database_bootstrap_before_the_server_is_not_a_server():
+    # The task's first container: same image and entrypoint, `bootstrap-db`, then it exits.
+    bootstrap = container(
+        name="db-bootstrap", entryPoint=["python", "-m", "server.entrypoint"], command=["bootstrap-db"]
+    )
+    assert violations("mlflow-basic-auth", task(bootstrap, container())) == []
+    # ...but the entrypoint's server command without basic-auth is still caught next to it.
+    unauthenticated = container(entryPoint=["python", "-m", "server.entrypoint"], command=["serve"])
+    assert violations("mlflow-basic-auth", task(bootstrap, unauthenticated)) == [
+        "container mlflow starts MLflow without --app-name basic-auth"
+    ]

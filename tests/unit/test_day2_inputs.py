@@ -78,7 +78,8 @@ def test_backend_uri_quotes_the_password_and_uses_contract_defaults() -> None:
     parts = urlsplit(uri)
     assert parts.scheme == "postgresql+psycopg"
     assert (parts.hostname, parts.port, parts.path) == ("db.internal", 5432, "/mlflow")
-    assert parts.username == "mlflow" and unquote(parts.password or "") == PASSWORD_SENTINEL
+    # The contract default is the application role, never the master user.
+    assert parts.username == "mlflow_app" and unquote(parts.password or "") == PASSWORD_SENTINEL
     assert parts.query == "sslmode=require"
 
 

@@ -53,8 +53,10 @@ def _server_task(graph: ResourceGraph) -> Any:
 
 
 def _container(graph: ResourceGraph) -> dict[str, Any]:
-    [container] = json.loads(_server_task(graph).get("containerDefinitions"))
-    return container
+    """The server container (the task's other one is the database bootstrap that runs first)."""
+    containers = json.loads(_server_task(graph).get("containerDefinitions"))
+    assert [c["name"] for c in containers] == ["db-bootstrap", "mlflow"]
+    return containers[1]
 
 
 def _listener(graph: ResourceGraph, port: int) -> dict[str, Any]:

@@ -125,6 +125,8 @@ def test_execution_role_reads_only_its_secrets_logs_and_image(stack_graph):
             "flask_secret_key_secret_arn",
             "crypto_kek_passphrase_secret_arn",
             "webhook_encryption_key_secret_arn",
+            # RDS' own master secret: ECS hands it to the db-bootstrap container only.
+            "db_master_secret_arn",
         )
     )
     assert policy["ReadSecrets"]["Resource"] == secret_arns

@@ -111,7 +111,8 @@ def test_mocks_answer_like_aws(stack_graph):
 def test_inputs_are_camel_case_with_secrets_marked(stack_graph):
     db = stack_graph("prod").one("aws:rds/instance:Instance")
     assert {"instanceClass", "multiAz", "backupRetentionPeriod", "vpcSecurityGroupIds"} <= set(db.inputs)
-    assert isinstance(db.inputs["password"], Secret)
+    admin_password = stack_graph("prod").named("mlflow-prod-secrets-admin-password-version")
+    assert isinstance(admin_password.inputs["secretString"], Secret)
     assert db.get("backupRetentionPeriod") == 14 and isinstance(db.get("backupRetentionPeriod"), int)
 
 

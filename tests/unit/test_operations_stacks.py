@@ -54,7 +54,9 @@ def _maintenance_task(graph: ResourceGraph) -> Any:
 
 
 def _container(task: Any) -> dict[str, Any]:
-    [container] = json.loads(task.get("containerDefinitions"))
+    """The task's essential container: the maintenance command, or the server (whose task also
+    runs the database bootstrap first)."""
+    [container] = [c for c in json.loads(task.get("containerDefinitions")) if c.get("essential", True)]
     return container
 
 
