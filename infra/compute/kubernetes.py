@@ -32,6 +32,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.compute import kubernetes_crds as crds
 from infra.compute import kubernetes_manifests as manifests
 from infra.compute.kubernetes_identity import (
     irsa_trust_policy,
@@ -256,9 +257,9 @@ class KubernetesService(pulumi.ComponentResource):
                 secret_objects.append(
                     _custom(
                         f"{name}-{secret_name}",
-                        manifests.SECRET_PROVIDER_CLASS,
+                        crds.SECRET_PROVIDER_CLASS,
                         render(
-                            lambda s, w, n=secret_name, k=keys: manifests.secret_provider_class(
+                            lambda s, w, n=secret_name, k=keys: crds.secret_provider_class(
                                 w, n, {key: s.secrets[key] for key in k}
                             )
                         ),
@@ -268,8 +269,8 @@ class KubernetesService(pulumi.ComponentResource):
         else:
             store = _custom(
                 f"{name}-secret-store",
-                manifests.SECRET_STORE_KIND,
-                workload.apply(manifests.secret_store),
+                crds.SECRET_STORE_KIND,
+                workload.apply(crds.secret_store),
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     provider=self.provider,
@@ -280,9 +281,9 @@ class KubernetesService(pulumi.ComponentResource):
                 secret_objects.append(
                     _custom(
                         f"{name}-{secret_name}",
-                        manifests.EXTERNAL_SECRET,
+                        crds.EXTERNAL_SECRET,
                         render(
-                            lambda s, w, n=secret_name, k=keys: manifests.external_secret(
+                            lambda s, w, n=secret_name, k=keys: crds.external_secret(
                                 w, n, {key: s.secrets[key] for key in k}
                             )
                         ),
@@ -332,9 +333,9 @@ class KubernetesService(pulumi.ComponentResource):
         )
         self.target_group_binding = _custom(
             f"{name}-target-group-binding",
-            manifests.TARGET_GROUP_BINDING,
+            crds.TARGET_GROUP_BINDING,
             render(
-                lambda s, w, arn, sg: manifests.target_group_binding(s, w, target_group_arn=arn, alb_sg=sg),
+                lambda s, w, arn, sg: crds.target_group_binding(s, w, target_group_arn=arn, alb_sg=sg),
                 args.target_group_arn,
                 args.load_balancer_security_group_id,
             ),
@@ -360,9 +361,9 @@ class KubernetesService(pulumi.ComponentResource):
         if cluster.pod_metrics == "prometheus":
             _custom(
                 f"{name}-prometheus-rule",
-                manifests.PROMETHEUS_RULE,
+                crds.PROMETHEUS_RULE,
                 workload.apply(
-                    lambda w: manifests.prometheus_rule(
+                    lambda w: crds.prometheus_rule(
                         w, args.pod_cpu_alarm_percent, args.pod_memory_alarm_percent
                     )
                 ),

@@ -1,0 +1,369 @@
+"""Every kubernetes stack file, run offline: the resources the issue asks for, the one server spec
+(compared field by field with the same stack on ECS), scoped identities, ordering and the edge."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra.compute.kubernetes_manifests import migration_job_name
+from infra.settings import cron_for_kubernetes
+from preview.offline import ResourceGraph, Secret, list_stacks, load_stack_config, run_program
+from server import contract
+
+KUBERNETES_STACKS = [
+    stack
+    for stack in list_stacks()
+    if (load_stack_config(stack).get("mlflow-stack:compute") or {}).get("backend") == "kubernetes"
+]
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+JOB = "kubernetes:batch/v1:Job"
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+BINDING = "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding"
+EXTERNAL_SECRET = "kubernetes:external-secrets.io/v1:ExternalSecret"
+ROLE = "aws:iam/role:Role"
+ON_ECS = {"compute": {"backend": "ecs"}, "kubernetes": None}
+
+
+@pytest.fixture(scope="module")
+def on_ecs():
+    """The same stack file with compute.backend: ecs, the baseline the spec is compared with."""
+    cache: dict[str, ResourceGraph] = {}
+
+    def get(stack: str) -> ResourceGraph:
+        if stack not in cache:
+            cache[stack] = run_program(stack, config_overrides=ON_ECS)
+            assert cache[stack].error is None, cache[stack].error
+        return cache[stack]
+
+    return get
+
+
+def _prefix(graph: ResourceGraph) -> str:
+    return f"mlflow-{graph.stack}"
+
+
+def _container(resource: Any, path: str = "spec.template.spec.containers.0") -> dict[str, Any]:
+    return resource.get(path)
+
+
+def _namespace(graph: ResourceGraph) -> str:
+    return graph.config["mlflow-stack:kubernetes"].get("namespace", "mlflow")
+
+
+def test_the_kit_ships_a_kubernetes_stack():
+    assert "vision-prod" in KUBERNETES_STACKS
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_workload_objects_exist_and_no_ecs_compute_does(stack_graph, stack):
+    graph = stack_graph(stack)
+    for kind in (
+        "kubernetes:core/v1:Namespace",
+        DEPLOYMENT,
+        "kubernetes:core/v1:Service",
+        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
+        "kubernetes:policy/v1:PodDisruptionBudget",
+        JOB,
+        CRON_JOB,
+        BINDING,
+    ):
+        assert graph.of_type(kind), kind
+    assert len(graph.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")) == 4
+    ecs_side = sorted(
+        t for t in graph.types if t.split(":")[1].split("/")[0] in ("ecs", "appautoscaling", "scheduler")
+    )
+    assert ecs_side == []
+    # No Secret is ever built by Pulumi: the values are fetched inside the cluster.
+    assert not graph.of_type("kubernetes:core/v1:Secret")
+    assert graph.one("aws:lb/targetGroup:TargetGroup").get("targetType") == "ip"
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_server_spec_is_the_ecs_task_definitions_field_by_field(stack_graph, on_ecs, stack):
+    graph, ecs = stack_graph(stack), on_ecs(stack)
+    task = json.loads(ecs.named(f"{_prefix(graph)}-compute-task").get("containerDefinitions"))[0]
+    pod = graph.one(DEPLOYMENT)
+    container = _container(pod)
+    assert container["image"] == task["image"]
+    assert container["command"] == task["entryPoint"]
+    assert container["args"] == task["command"]
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain == {e["name"]: e["value"] for e in task["environment"]}
+    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert (
+        set(from_secret) == {s["name"] for s in task["secrets"]} == {s.name for s in contract.SECRET_SETTINGS}
+    )
+    # Each env var's Secret key is fetched from exactly the Secrets Manager ARN ECS injects.
+    synced = graph.named(f"{_prefix(graph)}-compute-mlflow-server-secrets")
+    remote = {d["secretKey"]: d["remoteRef"]["key"] for d in synced.get("spec.data")}
+    assert {name: remote[ref["key"]] for name, ref in from_secret.items()} == {
+        s["name"]: s["valueFrom"] for s in task["secrets"]
+    }
+    assert {ref["name"] for ref in from_secret.values()} == {synced.get("spec.target.name")}
+    security = container["securityContext"]
+    assert f"{security['runAsUser']}:{security['runAsGroup']}" == task["user"]
+    assert security["readOnlyRootFilesystem"] is task["readonlyRootFilesystem"]
+    assert container["ports"][0]["containerPort"] == task["portMappings"][0]["containerPort"]
+    task_definition = ecs.named(f"{_prefix(graph)}-compute-task")
+    assert container["resources"]["requests"] == {
+        "cpu": f"{int(task_definition.get('cpu')) * 1000 // 1024}m",
+        "memory": f"{task_definition.get('memory')}Mi",
+    }
+    assert container["resources"]["limits"] == container["resources"]["requests"]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == [
+        m["containerPath"] for m in task["mountPoints"]
+    ]
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_pod_role_has_the_ecs_task_roles_policy_and_trusts_only_its_service_account(
+    stack_graph, on_ecs, stack
+):
+    graph, ecs = stack_graph(stack), on_ecs(stack)
+    prefix, namespace = _prefix(graph), _namespace(graph)
+    server_policy = json.loads(graph.named(f"{prefix}-compute-mlflow-server-policy").get("policy"))
+    ecs_policy = json.loads(ecs.named(f"{prefix}-identity-runtime-policy").get("policy"))
+    assert server_policy == ecs_policy
+    maintenance_policy = json.loads(graph.named(f"{prefix}-compute-mlflow-maintenance-policy").get("policy"))
+    assert maintenance_policy == json.loads(ecs.named(f"{prefix}-operations-task-policy").get("policy"))
+
+    issuer = graph.config["mlflow-stack:kubernetes"]["oidcIssuer"]
+    annotations = {
+        sa.get("metadata.name"): sa.get("metadata.annotations")["eks.amazonaws.com/role-arn"]
+        for sa in graph.of_type("kubernetes:core/v1:ServiceAccount")
+    }
+    assert set(annotations) == {"mlflow-server", "mlflow-maintenance", "mlflow-secrets"}
+    for account, role_arn in annotations.items():
+        role = next(r for r in graph.of_type(ROLE) if r.arn == role_arn)
+        (statement,) = json.loads(role.get("assumeRolePolicy"))["Statement"]
+        assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+        assert statement["Principal"] == {"Federated": f"arn:aws:iam::123456789012:oidc-provider/{issuer}"}
+        assert statement["Condition"] == {
+            "StringEquals": {
+                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{account}",
+                f"{issuer}:aud": "sts.amazonaws.com",
+            }
+        }
+    # No ECS roles: nothing on this stack is assumable by ecs-tasks.amazonaws.com.
+    assert not any("ecs-tasks" in r.get("assumeRolePolicy") for r in graph.of_type(ROLE))
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_migration_job_runs_before_the_deployment_on_the_same_image(stack_graph, stack):
+    graph = stack_graph(stack)
+    job, deployment = graph.one(JOB), graph.one(DEPLOYMENT)
+    assert graph.depends_on(deployment, job)
+    assert not graph.depends_on(job, deployment)
+    migrate = _container(job)
+    server = _container(deployment)
+    assert migrate["image"] == server["image"] and migrate["command"] == server["command"]
+    assert migrate["args"] == list(contract.MIGRATE_COMMAND)
+    assert migrate["env"] == server["env"]
+    assert job.get("spec.template.spec.restartPolicy") == "Never"
+    assert job.get("metadata.name").startswith("mlflow-migrate-")
+
+
+def test_a_new_image_or_setting_names_a_new_migration_job(stack_graph):
+    from dataclasses import replace
+
+    from infra.compute.spec import ServerSpec
+
+    spec = ServerSpec(
+        image="repo@sha256:" + "a" * 64,
+        entrypoint=contract.ENTRYPOINT,
+        command=contract.COMMAND,
+        environment={"MLFLOW_STACK_DB_HOST": "db"},
+        secrets={},
+        port=8080,
+        health_path="/health",
+        cpu=1024,
+        memory=2048,
+    )
+    name = migration_job_name(spec, contract.MIGRATE_COMMAND)
+    assert migration_job_name(spec, contract.MIGRATE_COMMAND) == name
+    assert (
+        migration_job_name(replace(spec, image="repo@sha256:" + "b" * 64), contract.MIGRATE_COMMAND) != name
+    )
+    assert (
+        migration_job_name(
+            replace(spec, environment={"MLFLOW_STACK_DB_HOST": "db2"}), contract.MIGRATE_COMMAND
+        )
+        != name
+    )
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_stacks_target_group_is_bound_to_the_service(stack_graph, stack):
+    graph = stack_graph(stack)
+    binding = graph.one(BINDING)
+    target_group = graph.one("aws:lb/targetGroup:TargetGroup")
+    assert binding.get("spec.targetGroupARN") == target_group.arn
+    assert binding.get("spec.targetType") == "ip"
+    service = graph.one("kubernetes:core/v1:Service")
+    assert binding.get("spec.serviceRef") == {
+        "name": service.get("metadata.name"),
+        "port": contract.CONTAINER_PORT,
+    }
+    alb_group = graph.named(f"{_prefix(graph)}-edge-sg")
+    (rule,) = binding.get("spec.networking.ingress")
+    assert rule["from"] == [{"securityGroup": {"groupID": alb_group.id}}]
+    assert (
+        service.get("spec.selector").items()
+        <= graph.one(DEPLOYMENT).get("spec.template.metadata.labels").items()
+    )
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_maintenance_cronjob_runs_the_ecs_scheduled_tasks_command(stack_graph, on_ecs, stack):
+    graph, ecs = stack_graph(stack), on_ecs(stack)
+    task = json.loads(ecs.named(f"{_prefix(graph)}-operations-task").get("containerDefinitions"))[0]
+    schedule = ecs.named(f"{_prefix(graph)}-operations-schedule")
+    cronjob = graph.one(CRON_JOB)
+    container = _container(cronjob, "spec.jobTemplate.spec.template.spec.containers.0")
+    assert container["command"] == task["entryPoint"]
+    assert container["args"] == task["command"]
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain == {e["name"]: e["value"] for e in task["environment"]}
+    assert {e["name"] for e in container["env"] if "valueFrom" in e} == {s["name"] for s in task["secrets"]}
+    assert cronjob.get("spec.schedule") == cron_for_kubernetes(schedule.get("scheduleExpression"))
+    assert cronjob.get("spec.timeZone") == schedule.get("scheduleExpressionTimezone")
+    assert cronjob.get("spec.concurrencyPolicy") == "Forbid"
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_autoscaling_and_disruption_budget_follow_the_presets(stack_graph, on_ecs, stack):
+    graph, ecs = stack_graph(stack), on_ecs(stack)
+    target = ecs.one("aws:appautoscaling/target:Target")
+    hpa = graph.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    assert (hpa.get("spec.minReplicas"), hpa.get("spec.maxReplicas")) == (
+        target.get("minCapacity"),
+        target.get("maxCapacity"),
+    )
+    assert graph.one(DEPLOYMENT).get("spec.replicas") == hpa.get("spec.minReplicas")
+    budget = graph.one("kubernetes:policy/v1:PodDisruptionBudget")
+    assert budget.get("spec.maxUnavailable") == 1
+    assert budget.get("spec.selector.matchLabels") == graph.one(DEPLOYMENT).get("spec.selector.matchLabels")
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_database_and_load_balancer_admit_the_cluster_security_group_only(stack_graph, stack):
+    graph = stack_graph(stack)
+    pods = graph.config["mlflow-stack:kubernetes"]["clusterSecurityGroupId"]
+    prefix = _prefix(graph)
+    database_in = graph.named(f"{prefix}-compute-db-in-from-pods")
+    assert database_in.get("referencedSecurityGroupId") == pods
+    assert database_in.get("fromPort") == database_in.get("toPort") == 5432
+    alb_out = graph.named(f"{prefix}-compute-alb-out-to-pods")
+    assert (alb_out.get("referencedSecurityGroupId"), alb_out.get("fromPort")) == (
+        pods,
+        contract.CONTAINER_PORT,
+    )
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_the_kubeconfig_only_ever_travels_as_a_secret(stack_graph, stack):
+    graph = stack_graph(stack)
+    provider = graph.one("pulumi:providers:kubernetes")
+    assert isinstance(provider.inputs["kubeconfig"], Secret)
+    assert all(
+        r.provider and "providers:kubernetes" in r.provider
+        for r in graph.resources
+        if r.type.startswith("kubernetes:")
+    )
+
+
+def test_a_kubeconfig_from_stack_config_is_kept_secret():
+    kubeconfig = (
+        "apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: SENTINEL-do-not-leak-kube}}]\n"
+    )
+    graph = run_program(
+        "vision-prod",
+        config_overrides={
+            "kubernetes": {"kubeconfigSource": "config", "clusterStack": None},
+            "kubeconfig": kubeconfig,
+        },
+    )
+    assert graph.error is None, graph.error
+    assert graph.one("pulumi:providers:kubernetes").inputs["kubeconfig"] == Secret(kubeconfig)
+    assert not graph.of_type("pulumi:pulumi:StackReference")
+
+
+def test_pod_identity_with_the_csi_driver_scopes_roles_by_session_tags():
+    graph = run_program(
+        "vision-prod",
+        config_overrides={
+            "kubernetes": {"identity": "podIdentity", "secretsDelivery": "csiDriver", "oidcIssuer": None}
+        },
+    )
+    assert graph.error is None, graph.error
+    associations = {
+        a.get("serviceAccount"): a
+        for a in graph.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    }
+    assert set(associations) == {"mlflow-server", "mlflow-maintenance"}  # no External Secrets reader
+    for account, association in associations.items():
+        role = next(r for r in graph.of_type(ROLE) if r.arn == association.get("roleArn"))
+        (statement,) = json.loads(role.get("assumeRolePolicy"))["Statement"]
+        assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"] == {
+            "aws:SourceAccount": "123456789012",
+            "aws:RequestTag/eks-cluster-name": "platform-prod",
+            "aws:RequestTag/kubernetes-namespace": association.get("namespace"),
+            "aws:RequestTag/kubernetes-service-account": account,
+        }
+    # The CSI driver fetches with the pod's identity: each role reads exactly its own secrets.
+    prefix = "mlflow-vision-prod"
+    server = json.loads(graph.named(f"{prefix}-compute-mlflow-server-policy").get("policy"))
+    maintenance = json.loads(graph.named(f"{prefix}-compute-mlflow-maintenance-policy").get("policy"))
+    classes = {
+        c.get("metadata.name"): c
+        for c in graph.of_type("kubernetes:secrets-store.csi.x-k8s.io/v1:SecretProviderClass")
+    }
+    for policy, name in ((server, "mlflow-server-secrets"), (maintenance, "mlflow-maintenance-secrets")):
+        (read,) = [s for s in policy["Statement"] if s["Sid"] == "ReadSecrets"]
+        objects = json.loads(classes[name].get("spec.parameters.objects"))
+        assert sorted(read["Resource"]) == sorted(o["objectName"] for o in objects)
+        assert classes[name].get("spec.parameters.usePodIdentity") == "true"
+    assert len(json.loads(classes["mlflow-server-secrets"].get("spec.parameters.objects"))) == 5
+    assert len(json.loads(classes["mlflow-maintenance-secrets"].get("spec.parameters.objects"))) == 2
+    volumes = graph.one(DEPLOYMENT).get("spec.template.spec.volumes")
+    assert {"secretProviderClass": "mlflow-server-secrets"} in [
+        v.get("csi", {}).get("volumeAttributes") for v in volumes
+    ]
+    assert not graph.of_type(EXTERNAL_SECRET)
+
+
+def test_prometheus_pod_metrics_replace_the_container_insights_alarms():
+    graph = run_program("vision-prod", config_overrides={"kubernetes": {"podMetrics": "prometheus"}})
+    assert graph.error is None, graph.error
+    (rule,) = graph.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    alerts = [r["alert"] for r in rule.get("spec.groups.0.rules")]
+    assert alerts == ["MlflowServerCpuHigh", "MlflowServerMemoryHigh"]
+    namespaces = {a.get("namespace") for a in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert "ContainerInsights" not in namespaces and "AWS/ECS" not in namespaces
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_container_insights_alarms_watch_the_pods_with_the_ecs_thresholds(stack_graph, on_ecs, stack):
+    graph, ecs = stack_graph(stack), on_ecs(stack)
+    pods = {
+        a.name.rsplit("-", 2)[-2] + "-" + a.name.rsplit("-", 1)[-1]: a
+        for a in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    tasks = {
+        a.name.rsplit("-", 2)[-2] + "-" + a.name.rsplit("-", 1)[-1]: a
+        for a in ecs.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    assert pods["pod-cpu"].get("namespace") == "ContainerInsights"
+    assert pods["pod-cpu"].get("dimensions") == {
+        "ClusterName": graph.config["mlflow-stack:kubernetes"]["clusterName"],
+        "Namespace": _namespace(graph),
+        "PodName": "mlflow-server",
+    }
+    assert pods["pod-cpu"].get("threshold") == tasks["ecs-cpu"].get("threshold")
+    assert pods["pod-memory"].get("threshold") == tasks["ecs-memory"].get("threshold")
+    # Every other alarm (ALB, RDS, artifact store) is the same on both backends.
+    assert set(pods) - {"pod-cpu", "pod-memory"} == set(tasks) - {"ecs-cpu", "ecs-memory"}
