@@ -371,6 +371,7 @@ class _StackArns:
                 for r in self.graph.of_type("aws:scheduler/schedule:Schedule")
             ],
             table.APP_AUTOSCALING: [self.arn("application-autoscaling", "scalable-target/*")],
+            table.EKS: table.eks_scope(self),
             table.DASHBOARD: [
                 self.arn("cloudwatch", f"dashboard/{name}", regional=False)
                 for name in self.names("aws:cloudwatch/dashboard:Dashboard", "dashboardName")

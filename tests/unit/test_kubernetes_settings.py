@@ -84,10 +84,10 @@ def test_every_missing_piece_is_its_own_message_naming_the_setting_and_the_fix()
 def test_config_kubeconfig_must_be_set_and_is_never_kept_in_settings():
     found = problems(kubernetes={**CLUSTER, "kubeconfigSource": "config"})
     assert found == [
-        "mlflow-stack:kubeconfig: is not set but kubernetes.kubeconfigSource is 'config' — run `pulumi config "
-        "set --secret kubeconfig < kubeconfig.yaml`, or use kubeconfigSource: stackReference"
+        "mlflow-stack:kubeconfig: is not set but kubernetes.kubeconfigSource is 'config' — run "
+        "`pulumi config set --secret kubeconfig < kubeconfig.yaml`, or use kubeconfigSource: stackReference"
     ]
-    secret = "apiVersion: v1\nusers: [{user: {token: do-not-keep}}]"
+    secret = "apiVersion: v1\nusers: [{user: {token: do-not-keep}}]"  # noqa: S105 - a test value
     loaded = build(kubernetes={**CLUSTER, "kubeconfigSource": "config"}, kubeconfig=secret)
     assert "do-not-keep" not in loaded.model_dump_json()
 
@@ -108,8 +108,9 @@ def test_termination_grace_must_outlast_the_load_balancer_deregistration():
         loadBalancer={"internetFacing": False, "deregistrationDelaySeconds": 45},
     )
     assert found == [
-        "mlflow-stack:kubernetes.terminationGraceSeconds: 30s is not above loadBalancer.deregistrationDelaySeconds "
-        "(45s): pods would be killed while the load balancer still sends them requests — set "
+        "mlflow-stack:kubernetes.terminationGraceSeconds: 30s is not above "
+        "loadBalancer.deregistrationDelaySeconds (45s): pods would be killed while the load balancer "
+        "still sends them requests — set "
         "terminationGraceSeconds above the deregistration delay (e.g. delay + 30)"
     ]
 
@@ -171,5 +172,5 @@ def test_maintenance_schedules_become_the_same_cronjob_schedule(expression, cron
 
 @pytest.mark.parametrize("expression", ["rate(3 days)", "cron(0 3 ? * SUN 2027)", "cron(0 3 L * ? *)"])
 def test_schedules_without_a_cronjob_equivalent_raise(expression):
-    with pytest.raises(ValueError, match="CronJob|cron"):
+    with pytest.raises(ValueError, match=r"CronJob|cron"):
         cron_for_kubernetes(expression)

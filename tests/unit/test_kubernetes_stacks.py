@@ -22,7 +22,7 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 JOB = "kubernetes:batch/v1:Job"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 BINDING = "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding"
-EXTERNAL_SECRET = "kubernetes:external-secrets.io/v1:ExternalSecret"
+EXTERNAL_SECRET = "kubernetes:external-secrets.io/v1:ExternalSecret"  # noqa: S105 - a type token
 ROLE = "aws:iam/role:Role"
 ON_ECS = {"compute": {"backend": "ecs"}, "kubernetes": None}
 
