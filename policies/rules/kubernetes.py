@@ -25,6 +25,7 @@ CRON_JOB = "kubernetes:batch/v1:CronJob"
 POD = "kubernetes:core/v1:Pod"
 SECRET = "kubernetes:core/v1:Secret"  # noqa: S105 - a type token
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+AUTOSCALER = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 LONG_RUNNING = frozenset({DEPLOYMENT, STATEFUL_SET, DAEMON_SET})
 WORKLOADS = frozenset({*LONG_RUNNING, JOB, CRON_JOB, POD})
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -260,3 +261,58 @@ RULES = (
         check_stack=check_disruption_budget,
     ),
 )
+
+
+# --- what the MLflow rules (policies/rules/mlflow.py) read from Kubernetes workloads ---------------
+
+
+def as_task_containers(resource: Resource) -> list[dict[str, Any]]:
+    """A workload's containers in the ECS container-definition shape the MLflow rules read:
+    `command` -> entryPoint, `args` -> command, `env` values -> environment."""
+    return [
+        {
+            "name": container.get("name"),
+            "image": container.get("image"),
+            "entryPoint": as_list(container.get("command")),
+            "command": as_list(container.get("args")),
+            "environment": [
+                {"name": e.get("name"), "value": e.get("value")}
+                for e in as_list(container.get("env"))
+                if isinstance(e, Mapping) and "value" in e
+            ],
+        }
+        for container in all_containers(resource)
+    ]
+
+
+def check_prod_deployments_autoscaled(resources: Sequence[Resource], minimum: int) -> Iterable[Violation]:
+    """mlflow-prod-replicas-autoscaled for Deployments: a HorizontalPodAutoscaler targets each,
+    never below `minimum` and able to scale out."""
+    autoscalers = [r for r in resources if r.type == AUTOSCALER]
+    for deployment in resources:
+        if deployment.type != DEPLOYMENT:
+            continue
+        metadata = _mapping(deployment.props.get("metadata"))
+        name = metadata.get("name", deployment.name)
+        replicas = _mapping(deployment.props.get("spec")).get("replicas")
+        if not isinstance(replicas, int | float) or replicas < minimum:
+            yield Violation(
+                f"prod Deployment {name} starts {replicas} replica(s), minimum {minimum}", deployment.urn
+            )
+        own = [
+            a
+            for a in autoscalers
+            if _mapping(_mapping(a.props.get("spec")).get("scaleTargetRef")).get("name") == name
+            and _mapping(a.props.get("metadata")).get("namespace") == metadata.get("namespace")
+        ]
+        if not own:
+            yield Violation(f"prod Deployment {name} has no HorizontalPodAutoscaler", deployment.urn)
+        for autoscaler in own:
+            spec = _mapping(autoscaler.props.get("spec"))
+            low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+            if not isinstance(low, int | float) or low < minimum:
+                yield Violation(f"prod Deployment {name} may scale in to {low} replica(s)", autoscaler.urn)
+            if not isinstance(high, int | float) or not isinstance(low, int | float) or high <= low:
+                yield Violation(
+                    f"prod Deployment {name} cannot scale out (maxReplicas {high})", autoscaler.urn
+                )
