@@ -260,7 +260,10 @@ class KubernetesService(pulumi.ComponentResource):
                         crds.SECRET_PROVIDER_CLASS,
                         render(
                             lambda s, w, n=secret_name, k=keys: crds.secret_provider_class(
-                                w, n, {key: s.secrets[key] for key in k}
+                                w,
+                                n,
+                                {key: s.secrets[key] for key in k},
+                                sync=n == manifests.MAINTENANCE_SECRET,
                             )
                         ),
                         opts=in_namespace,

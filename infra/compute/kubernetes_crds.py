@@ -96,9 +96,12 @@ def external_secret(workload: Workload, name: str, references: Mapping[str, str]
     }
 
 
-def secret_provider_class(workload: Workload, name: str, references: Mapping[str, str]) -> dict[str, Any]:
-    """The CSI driver's AWS provider fetches these ARNs with the mounting pod's identity and syncs
-    them into Secret `name`. https://docs.aws.amazon.com/secretsmanager/latest/userguide/integrating_csi_driver.html"""
+def secret_provider_class(
+    workload: Workload, name: str, references: Mapping[str, str], *, sync: bool
+) -> dict[str, Any]:
+    """The CSI driver's AWS provider fetches these ARNs with the mounting pod's identity into files
+    named by key in the pod; with `sync`, also into Secret `name` (for env vars).
+    https://docs.aws.amazon.com/secretsmanager/latest/userguide/integrating_csi_driver.html"""
     objects = []
     for key, reference in sorted(references.items()):
         arn, json_key = split_secret_reference(reference)
@@ -111,21 +114,20 @@ def secret_provider_class(workload: Workload, name: str, references: Mapping[str
     parameters = {"region": workload.region, "objects": json.dumps(objects)}
     if workload.pod_identity:
         parameters["usePodIdentity"] = "true"
+    spec: dict[str, Any] = {"provider": "aws", "parameters": parameters}
+    if sync:
+        spec["secretObjects"] = [
+            {
+                "secretName": name,
+                "type": "Opaque",
+                "data": [{"objectName": key, "key": key} for key in sorted(references)],
+            }
+        ]
     return {
         "apiVersion": SECRET_PROVIDER_CLASS[0],
         "kind": SECRET_PROVIDER_CLASS[1],
         "metadata": _metadata(workload, name, "secrets"),
-        "spec": {
-            "provider": "aws",
-            "parameters": parameters,
-            "secretObjects": [
-                {
-                    "secretName": name,
-                    "type": "Opaque",
-                    "data": [{"objectName": key, "key": key} for key in sorted(references)],
-                }
-            ],
-        },
+        "spec": spec,
     }
 
 

@@ -6,9 +6,9 @@ Every pod runs the server image as the spec says (uid 10001, read-only root with
 the scratch path, no capabilities, seccomp RuntimeDefault, no service-account token mounted) on
 arm64 nodes, which is the only platform the image is built for (infra/compute/spec.py).
 
-Secret values never appear here: pods read them from a Secret that External Secrets Operator or
-the Secrets Store CSI driver creates in the cluster from Secrets Manager; the manifests carry only
-the Secrets Manager ARNs.
+Secret values never appear here: External Secrets Operator or the Secrets Store CSI driver fetch
+them from Secrets Manager inside the cluster; the manifests carry only the Secrets Manager ARNs.
+The server and its migration read them as files (`<NAME>_FILE`), never from their environment.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infra.compute.spec import ServerSpec
+from server import contract
 
 CONTAINER_NAME = "mlflow"
 SERVER = "mlflow-server"  # Deployment, Service, ServiceAccount, PDB, HPA
@@ -30,7 +31,7 @@ SERVER_SECRET = "mlflow-server-secrets"  # noqa: S105 - the in-cluster Secret th
 MAINTENANCE_SECRET = "mlflow-maintenance-secrets"  # noqa: S105
 SCRATCH_VOLUME = "scratch"
 SECRETS_VOLUME = "secrets-store"
-SECRETS_MOUNT = "/mnt/secrets-store"
+SECRETS_MOUNT = "/var/run/secrets/mlflow-stack"
 CSI_DRIVER = "secrets-store.csi.k8s.io"
 POSTGRES_PORT = 5432
 HTTPS_PORT = 443
@@ -138,24 +139,39 @@ def plain_env(environment: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": key, "value": str(environment[key])} for key in sorted(environment)]
 
 
-def _volumes(spec: ServerSpec, workload: Workload, secret_class: str) -> tuple[list[dict], list[dict]]:
+def secret_files(names: Sequence[str]) -> list[dict[str, str]]:
+    """`<NAME>_FILE` env vars naming each secret's file: the entrypoint reads the value from there,
+    so no secret is in any process's environment (server/contract.py)."""
+    return [
+        {"name": f"{name}{contract.FILE_SUFFIX}", "value": f"{SECRETS_MOUNT}/{name}"}
+        for name in sorted(names)
+    ]
+
+
+def _volumes(
+    spec: ServerSpec, workload: Workload, secret_name: str, *, as_files: bool
+) -> tuple[list[dict], list[dict]]:
+    """Scratch space, and the secrets: as files (`as_files`: the server and its migration) or, for
+    env vars, a CSI mount that makes the driver sync the Secret the env reads."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if spec.read_only_root:
         volumes.append({"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": SCRATCH_SIZE_LIMIT}})
         mounts.append({"name": SCRATCH_VOLUME, "mountPath": spec.scratch_path})
+    secrets: dict[str, Any] | None = None
     if workload.secrets_delivery == "csiDriver":
-        # The driver syncs the Secret the env reads only while a pod mounts the volume.
-        volumes.append(
-            {
-                "name": SECRETS_VOLUME,
-                "csi": {
-                    "driver": CSI_DRIVER,
-                    "readOnly": True,
-                    "volumeAttributes": {"secretProviderClass": secret_class},
-                },
+        secrets = {
+            "csi": {
+                "driver": CSI_DRIVER,
+                "readOnly": True,
+                "volumeAttributes": {"secretProviderClass": secret_name},
             }
-        )
+        }
+    elif as_files:
+        # Owned by the pod's fsGroup, readable by the server's group only.
+        secrets = {"secret": {"secretName": secret_name, "defaultMode": 0o440}}
+    if secrets is not None:
+        volumes.append({"name": SECRETS_VOLUME, **secrets})
         mounts.append({"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT, "readOnly": True})
     return volumes, mounts
 
@@ -197,7 +213,7 @@ def server_container(spec: ServerSpec, workload: Workload, mounts: list[dict[str
         # `--app-name basic-auth` stays visible here for reviewers and the policy pack.
         "args": list(spec.command),
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-        "env": plain_env(spec.environment) + secret_env({name: name for name in spec.secrets}, SERVER_SECRET),
+        "env": plain_env(spec.environment) + secret_files(list(spec.secrets)),
         "resources": resources(spec.cpu, spec.memory),
         "securityContext": container_security_context(spec),
         "volumeMounts": mounts,
@@ -227,7 +243,7 @@ def server_container(spec: ServerSpec, workload: Workload, mounts: list[dict[str
 
 
 def deployment(spec: ServerSpec, workload: Workload) -> dict[str, Any]:
-    volumes, mounts = _volumes(spec, workload, SERVER_SECRET)
+    volumes, mounts = _volumes(spec, workload, SERVER_SECRET, as_files=True)
     match = selector(workload, "server")
     pod = _pod_spec(
         spec,
@@ -292,14 +308,14 @@ def migration_job(spec: ServerSpec, workload: Workload, command: Sequence[str]) 
     """`python -m server.entrypoint migrate`: the same settings and advisory lock as a replica's
     start, then exit. Pulumi waits for it to complete before the Deployment rolls; its failure
     fails `pulumi up` with the old replicas still serving."""
-    volumes, mounts = _volumes(spec, workload, SERVER_SECRET)
+    volumes, mounts = _volumes(spec, workload, SERVER_SECRET, as_files=True)
     container = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(spec.entrypoint),
         "args": list(command),
-        "env": plain_env(spec.environment) + secret_env({name: name for name in spec.secrets}, SERVER_SECRET),
+        "env": plain_env(spec.environment) + secret_files(list(spec.secrets)),
         "resources": resources(spec.cpu, spec.memory),
         "securityContext": container_security_context(spec),
         "volumeMounts": mounts,
@@ -342,7 +358,8 @@ class Maintenance:
 
 
 def maintenance_cronjob(spec: ServerSpec, workload: Workload, maintenance: Maintenance) -> dict[str, Any]:
-    volumes, mounts = _volumes(spec, workload, MAINTENANCE_SECRET)
+    # The ECS task's command reads the admin password from MLFLOW_TRACKING_PASSWORD: env vars here.
+    volumes, mounts = _volumes(spec, workload, MAINTENANCE_SECRET, as_files=False)
     container = {
         "name": "maintenance",
         "image": spec.image,

@@ -90,19 +90,24 @@ def test_the_server_spec_is_the_ecs_task_definitions_field_by_field(stack_graph,
     assert container["image"] == task["image"]
     assert container["command"] == task["entryPoint"]
     assert container["args"] == task["command"]
-    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    plain = {e["name"]: e["value"] for e in container["env"] if not e["name"].endswith("_FILE")}
     assert plain == {e["name"]: e["value"] for e in task["environment"]}
-    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
-    assert (
-        set(from_secret) == {s["name"] for s in task["secrets"]} == {s.name for s in contract.SECRET_SETTINGS}
-    )
-    # Each env var's Secret key is fetched from exactly the Secrets Manager ARN ECS injects.
-    synced = graph.named(f"{_prefix(graph)}-compute-mlflow-server-secrets")
-    remote = {d["secretKey"]: d["remoteRef"]["key"] for d in synced.get("spec.data")}
-    assert {name: remote[ref["key"]] for name, ref in from_secret.items()} == {
-        s["name"]: s["valueFrom"] for s in task["secrets"]
+    # Secrets arrive as files: <NAME>_FILE names the file of the key NAME in the synced Secret.
+    from_file = {
+        e["name"].removesuffix("_FILE"): e["value"] for e in container["env"] if e["name"].endswith("_FILE")
     }
-    assert {ref["name"] for ref in from_secret.values()} == {synced.get("spec.target.name")}
+    assert (
+        set(from_file) == {s["name"] for s in task["secrets"]} == {s.name for s in contract.SECRET_SETTINGS}
+    )
+    (secret_volume,) = [v for v in pod.get("spec.template.spec.volumes") if "secret" in v]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == secret_volume["name"]]
+    assert all(path == f"{mount['mountPath']}/{name}" for name, path in from_file.items())
+    # Each file's key is fetched from exactly the Secrets Manager ARN ECS injects.
+    synced = graph.named(f"{_prefix(graph)}-compute-mlflow-server-secrets")
+    assert synced.get("spec.target.name") == secret_volume["secret"]["secretName"]
+    remote = {d["secretKey"]: d["remoteRef"]["key"] for d in synced.get("spec.data")}
+    assert remote == {s["name"]: s["valueFrom"] for s in task["secrets"]}
+    assert not any("valueFrom" in e for e in container["env"])  # no secret value in the environment
     security = container["securityContext"]
     assert f"{security['runAsUser']}:{security['runAsGroup']}" == task["user"]
     assert security["readOnlyRootFilesystem"] is task["readonlyRootFilesystem"]
@@ -113,9 +118,8 @@ def test_the_server_spec_is_the_ecs_task_definitions_field_by_field(stack_graph,
         "memory": f"{task_definition.get('memory')}Mi",
     }
     assert container["resources"]["limits"] == container["resources"]["requests"]
-    assert [m["mountPath"] for m in container["volumeMounts"]] == [
-        m["containerPath"] for m in task["mountPoints"]
-    ]
+    scratch = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "scratch"]
+    assert scratch == [m["containerPath"] for m in task["mountPoints"]]
 
 
 @pytest.mark.parametrize("stack", KUBERNETES_STACKS)
@@ -333,6 +337,12 @@ def test_pod_identity_with_the_csi_driver_scopes_roles_by_session_tags():
     assert {"secretProviderClass": "mlflow-server-secrets"} in [
         v.get("csi", {}).get("volumeAttributes") for v in volumes
     ]
+    # The server reads files from the mount; only the maintenance env needs a synced Secret.
+    assert "secretObjects" not in classes["mlflow-server-secrets"].get("spec")
+    assert (
+        classes["mlflow-maintenance-secrets"].get("spec.secretObjects.0.secretName")
+        == "mlflow-maintenance-secrets"
+    )
     assert not graph.of_type(EXTERNAL_SECRET)
 
 
