@@ -73,6 +73,7 @@ SCOPE_SIDS: Mapping[str, str] = {
     table.APP_AUTOSCALING: "ScalableTargetsInThisAccountAndRegion",
     table.DASHBOARD: "StackDashboards",
     table.WAF: "StackWebAcl",
+    table.EKS: "StackEksPodIdentityAssociations",
 }
 # Creating a role, or changing its boundary, is how a deployer could grant itself more: with a
 # boundary configured, both must name it (iam:PermissionsBoundary), and removing it is not granted.

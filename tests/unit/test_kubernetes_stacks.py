@@ -377,3 +377,69 @@ def test_container_insights_alarms_watch_the_pods_with_the_ecs_thresholds(stack_
     assert pods["pod-memory"].get("threshold") == tasks["ecs-memory"].get("threshold")
     # Every other alarm (ALB, RDS, artifact store) is the same on both backends.
     assert set(pods) - {"pod-cpu", "pod-memory"} == set(tasks) - {"ecs-cpu", "ecs-memory"}
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_secrets_and_identities_exist_before_anything_reads_them(stack_graph, stack):
+    """External Secrets reads a secret only once it has a value, with a role whose policy is
+    attached; the pods start only once their secrets are synced (the ECS task definition's rule:
+    tests/unit/test_deploy_ordering.py)."""
+    graph = stack_graph(stack)
+    versions = {v.get("secretId"): v for v in graph.of_type("aws:secretsmanager/secretVersion:SecretVersion")}
+    secrets_by_arn = {s.arn: s for s in graph.of_type("aws:secretsmanager/secret:Secret")}
+    for synced in graph.of_type(EXTERNAL_SECRET):
+        for item in synced.get("spec.data"):
+            version = versions[secrets_by_arn[item["remoteRef"]["key"]].id]
+            assert graph.depends_on(synced, version), (synced.name, version.name)
+        assert synced.get("metadata.annotations") == {"pulumi.com/waitFor": "condition=Ready"}
+    for account in graph.of_type("kubernetes:core/v1:ServiceAccount"):
+        policy = graph.named(account.name.removesuffix("-sa") + "-policy")
+        assert graph.depends_on(account, policy), account.name
+    for workload in (graph.one(DEPLOYMENT), graph.one(JOB), graph.one(CRON_JOB)):
+        assert all(graph.depends_on(workload, synced) for synced in graph.of_type(EXTERNAL_SECRET)), (
+            workload.name
+        )
+
+
+@pytest.mark.parametrize("stack", KUBERNETES_STACKS)
+def test_outputs_name_the_cluster_namespace_and_deployment_and_no_ecs(stack_graph, stack):
+    graph = stack_graph(stack)
+    cluster = graph.config["mlflow-stack:kubernetes"]
+    assert graph.outputs["kubernetes_cluster_name"] == cluster["clusterName"]
+    assert graph.outputs["kubernetes_namespace"] == _namespace(graph)
+    assert graph.outputs["kubernetes_deployment"] == graph.one(DEPLOYMENT).get("metadata.name")
+    assert (
+        graph.outputs["runtime_role_arn"] == graph.named(f"{_prefix(graph)}-compute-mlflow-server-role").arn
+    )
+    assert not {"ecs_cluster_name", "ecs_service_name", "execution_role_arn"} & set(graph.outputs)
+    # What `mlflow-stack smoke --stack` reads is there as on ECS (lifecycle/credentials.py).
+    assert {"tracking_url", "admin_username", "admin_password_secret_arn", "region"} <= set(graph.outputs)
+
+
+def test_the_deployer_may_associate_pod_identities_only_on_the_stacks_cluster():
+    from deploy.deployer_policy import PolicyOptions, build_deployer_policy
+
+    graph = run_program(
+        "vision-prod",
+        config_overrides={
+            "kubernetes": {"identity": "podIdentity", "secretsDelivery": "csiDriver", "oidcIssuer": None}
+        },
+    )
+    policy = build_deployer_policy(graph, PolicyOptions(account_id="111122223333"))
+    (eks,) = [s for s in policy.statements if any(a.startswith("eks:") for a in s["Action"])]
+    assert "eks:CreatePodIdentityAssociation" in eks["Action"]
+    assert sorted(eks["Resource"]) == [
+        "arn:aws:eks:us-east-1:111122223333:cluster/platform-prod",
+        "arn:aws:eks:us-east-1:111122223333:podidentityassociation/platform-prod/*",
+    ]
+    from test_iam import ABOVE_LOW, parliament
+
+    document = json.dumps({"Version": "2012-10-17", "Statement": [eks]})
+    findings = [parliament.enhance_finding(f) for f in parliament.analyze_policy_string(document).findings]
+    assert not [(f.issue, f.detail) for f in findings if f.severity in ABOVE_LOW]
+    (passing,) = [s for s in policy.statements if s["Action"] == ["iam:PassRole"]]
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "pods.eks.amazonaws.com"}}
+    assert sorted(passing["Resource"]) == [
+        "arn:aws:iam::111122223333:role/mlflow-vision-prod-maint-pod",
+        "arn:aws:iam::111122223333:role/mlflow-vision-prod-server-pod",
+    ]
