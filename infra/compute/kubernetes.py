@@ -306,11 +306,23 @@ class KubernetesService(pulumi.ComponentResource):
             provider=self.provider,
             depends_on=[self.namespace, self.service_accounts[manifests.SERVER], *secret_objects],
         )
+        # Pulumi's Job awaiter: done when the Job is Complete, failed at once when it is Failed,
+        # else failed after the timeout (10 minutes unless custom_timeouts say otherwise).
+        # https://www.pulumi.com/registry/packages/kubernetes/api-docs/batch/v1/job/
+        wait = f"{cluster.migration_timeout_seconds + 60}s"
         self.migration = k8s.batch.v1.Job(
             f"{name}-migrate",
             **_body(render(lambda s, w: manifests.migration_job(s, w, contract.MIGRATE_COMMAND))),
-            # A new name per image/settings: the old Job goes once the new one has completed.
-            opts=ready,
+            # A new name per image/settings: the old Job goes once the new one has completed. A
+            # failed Job is replaced (pulumi.com/replaceUnready) by the next `up`, which re-runs it
+            # under the same name, so the old one must go first.
+            opts=pulumi.ResourceOptions.merge(
+                ready,
+                pulumi.ResourceOptions(
+                    custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait),
+                    delete_before_replace=True,
+                ),
+            ),
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",

@@ -323,7 +323,13 @@ def migration_job(spec: ServerSpec, workload: Workload, command: Sequence[str]) 
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(workload, migration_job_name(spec, command), "migrate"),
+        # A Job that failed is replaced by the next `pulumi up` instead of awaited again.
+        "metadata": _metadata(
+            workload,
+            migration_job_name(spec, command),
+            "migrate",
+            annotations={"pulumi.com/replaceUnready": "true"},
+        ),
         "spec": {
             "backoffLimit": 1,
             "activeDeadlineSeconds": workload.migration_timeout_seconds,

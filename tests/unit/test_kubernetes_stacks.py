@@ -168,6 +168,8 @@ def test_the_migration_job_runs_before_the_deployment_on_the_same_image(stack_gr
     assert migrate["env"] == server["env"]
     assert job.get("spec.template.spec.restartPolicy") == "Never"
     assert job.get("metadata.name").startswith("mlflow-migrate-")
+    # A failed migration is re-run (replaced) by the next `up` rather than awaited forever.
+    assert job.get("metadata.annotations") == {"pulumi.com/replaceUnready": "true"}
 
 
 def test_a_new_image_or_setting_names_a_new_migration_job(stack_graph):
