@@ -152,6 +152,7 @@ class KubernetesService(pulumi.ComponentResource):
                 load_balancer_cidrs=tuple(cidrs["lb"]),
                 database_cidrs=tuple(cidrs["db"]),
                 secret_refresh_interval=cluster.secret_refresh_interval,
+                https_cidrs=tuple(cluster.https_egress_cidrs),
             )
         )
         resolved = pulumi.Output.all(

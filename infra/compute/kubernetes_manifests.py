@@ -64,6 +64,8 @@ class Workload:
     migration_timeout_seconds: int
     load_balancer_cidrs: tuple[str, ...]  # where the ALB's nodes live: the only ingress
     database_cidrs: tuple[str, ...]  # the subnets RDS lives in
+    # Where pods may open HTTPS: AWS APIs (S3, Secrets Manager, STS, DynamoDB) and the tracking URL.
+    https_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
     secret_refresh_interval: str = "1h"  # noqa: S105 - a duration
 
 
@@ -483,7 +485,9 @@ def _cidr_peers(cidrs: Sequence[str]) -> list[dict[str, Any]]:
 def network_policies(spec: ServerSpec, workload: Workload) -> list[dict[str, Any]]:
     """Default deny for the namespace, then per component only what it needs:
     server: in from the load balancer's subnets on the container port; out to DNS, PostgreSQL
-    and HTTPS (S3, Secrets Manager and STS have no fixed addresses: VPC endpoints or NAT).
+    and HTTPS to `https_cidrs` (kubernetes.httpsEgressCidrs: anywhere by default, since AWS's
+    public endpoints have no fixed addresses; the VPC's range when S3, Secrets Manager and STS
+    are reached through VPC endpoints).
     migrate: DNS and PostgreSQL. maintenance: DNS, PostgreSQL and HTTPS (the tracking URL,
     DynamoDB). https://kubernetes.io/docs/concepts/services-networking/network-policies/"""
     dns = {
@@ -499,7 +503,7 @@ def network_policies(spec: ServerSpec, workload: Workload) -> list[dict[str, Any
         "to": _cidr_peers(workload.database_cidrs),
         "ports": [{"protocol": "TCP", "port": POSTGRES_PORT}],
     }
-    https = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": HTTPS_PORT}]}
+    https = {"to": _cidr_peers(workload.https_cidrs), "ports": [{"protocol": "TCP", "port": HTTPS_PORT}]}
     credentials = (
         [{"to": [{"ipBlock": {"cidr": POD_IDENTITY_AGENT}}], "ports": [{"protocol": "TCP", "port": 80}]}]
         if workload.pod_identity

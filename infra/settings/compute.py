@@ -9,6 +9,7 @@ one message per problem, before anything is created.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -73,6 +74,11 @@ class KubernetesSettings(_Section):
     cluster_security_group_id: str | None = Field(
         None, description="security group of the cluster's pods (EKS cluster security group)"
     )
+    https_egress_cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0"],
+        description="where the pods' NetworkPolicies let them open HTTPS (AWS APIs, the tracking URL); "
+        "narrow it to the VPC's range when S3, Secrets Manager, STS and DynamoDB have VPC endpoints",
+    )
     pod_metrics: Literal["containerInsights", "prometheus"] = Field(
         "containerInsights",
         description="pod CPU/memory alarms: CloudWatch Container Insights, or a PrometheusRule "
@@ -126,6 +132,18 @@ class KubernetesSettings(_Section):
     def _security_group(cls, value: str | None) -> str | None:
         if value is not None and not SECURITY_GROUP_ID.fullmatch(value):
             raise ValueError("must look like sg-0123456789abcdef0")
+        return value
+
+    @field_validator("https_egress_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must list at least one CIDR (the pods need HTTPS to reach S3)")
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR block such as 10.0.0.0/16") from None
         return value
 
     @field_validator("cluster_name")

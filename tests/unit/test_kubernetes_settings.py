@@ -124,6 +124,8 @@ def test_termination_grace_must_outlast_the_load_balancer_deregistration():
         ("clusterStack", "eks-platform", "<organization>/<project>/<stack>"),
         ("version", "1.20", "between 1.25 and 1.39"),
         ("identity", "kiam", "use one of 'irsa' or 'podIdentity'"),
+        ("httpsEgressCidrs", ["10.0.0.0/33"], "is not a CIDR block"),
+        ("httpsEgressCidrs", [], "at least one CIDR"),
     ],
 )
 def test_malformed_values_are_reported_with_the_key(key, value, expected):

@@ -445,3 +445,46 @@ def test_the_deployer_may_associate_pod_identities_only_on_the_stacks_cluster():
         "arn:aws:iam::111122223333:role/mlflow-vision-prod-maint-pod",
         "arn:aws:iam::111122223333:role/mlflow-vision-prod-server-pod",
     ]
+
+
+def test_network_policies_admit_the_load_balancer_only_and_egress_only_what_the_server_uses():
+    graph = run_program("vision-prod", config_overrides={"kubernetes": {"httpsEgressCidrs": ["10.0.0.0/8"]}})
+    assert graph.error is None, graph.error
+    policies = {
+        p.get("metadata.name"): p.get("spec")
+        for p in graph.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    assert policies["default-deny"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [],
+        "egress": [],
+    }
+    server = policies["mlflow-server"]
+    (ingress,) = server["ingress"]
+    # The ALB's subnets (internal: the private ones), looked up from the existing VPC.
+    subnets = graph.config["mlflow-stack:network"]["existingPrivateSubnetIds"]
+    lookups = [c for c in graph_calls_for_subnets(graph, subnets)]
+    assert sorted(peer["ipBlock"]["cidr"] for peer in ingress["from"]) == sorted(set(lookups))
+    assert ingress["ports"] == [{"protocol": "TCP", "port": contract.CONTAINER_PORT}]
+    ports = sorted(port["port"] for rule in server["egress"] for port in rule["ports"])
+    assert ports == [53, 53, 443, 5432]
+    (https,) = [rule for rule in server["egress"] if rule["ports"] == [{"protocol": "TCP", "port": 443}]]
+    assert https["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    # The migration reaches only DNS and PostgreSQL: its secrets are files synced by the cluster.
+    assert sorted(
+        port["port"] for rule in policies["mlflow-migrate"]["egress"] for port in rule["ports"]
+    ) == [53, 53, 5432]
+
+
+def graph_calls_for_subnets(graph: ResourceGraph, subnets: list[str]) -> list[str]:
+    """The CIDRs the offline mocks answer for these existing subnets (preview/mocks.py)."""
+    from pulumi.runtime.mocks import MockCallArgs
+
+    from preview.mocks import AwsMocks
+
+    mocks = AwsMocks(graph.stack, "us-east-1")
+    return [
+        mocks.call(MockCallArgs("aws:ec2/getSubnet:getSubnet", {"id": subnet}, ""))["cidrBlock"]
+        for subnet in subnets
+    ]
