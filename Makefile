@@ -19,7 +19,14 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --quiet
 	touch $@
 
-install: $(VENV)/.synced
+# The Kubernetes manifest scanner (checkov) has a lock of its own: it pins boto3 to a version the
+# kit's lock cannot share. tests/unit/test_kubernetes_manifests.py runs it from here.
+SCAN_VENV := $(CURDIR)/.venv-scan
+$(SCAN_VENV)/.synced: .ci/manifest-scan/pyproject.toml .ci/manifest-scan/uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(SCAN_VENV) $(UV) sync --locked --quiet --project .ci/manifest-scan
+	touch $@
+
+install: $(VENV)/.synced $(SCAN_VENV)/.synced
 
 ## up: start the local stack (PostgreSQL, S3 emulator, 2 MLflow replicas, Caddy TLS) and smoke it
 up: install
@@ -67,4 +74,5 @@ image: install
 ## lock: re-resolve dependencies and re-export the server image's pinned requirements
 lock: | $(UV)
 	$(UV) lock
+	$(UV) lock --project .ci/manifest-scan
 	$(UV) export --frozen --only-group server --no-emit-project --no-header -o server/requirements.txt

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local import s3_emulator
-from local.postgres import LocalPostgres, grant_traversal
+from local.postgres import SUPERUSER, LocalPostgres, grant_traversal
 from local.processes import ProcessRecord, is_running, spawn, stop, wait_until
 from local.secret_files import private_dir, write_secret
 from server import contract
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DB_ROLE = "mlflow"
+DB_ROLE = "mlflow_app"
 BUCKET = "bench-artifacts"
 ADMIN_USERNAME = "admin"
 KINDS = ("stock-auth", "stock-noauth", "kit")
@@ -130,7 +130,24 @@ class BenchEnvironment:
         return self.infra[0]
 
     def create_database(self, name: str) -> None:
-        self.postgres.ensure_app_role(self.superuser_password, DB_ROLE, self.db_password, name)
+        """`name` and `<name>_users` (the auth database of both kit and stock rows), owned by the
+        benchmark's application role: the same bootstrap the local stack and ECS run."""
+        from server.db_roles import bootstrap
+        from server.settings import BootstrapSettings
+
+        bootstrap(
+            BootstrapSettings(
+                db_host="127.0.0.1",
+                db_port=self.pg_port,
+                db_sslmode="disable",
+                db_name=name,
+                auth_db_name=f"{name}_users",
+                app_user=DB_ROLE,
+                app_password=self.db_password,
+                master_user=SUPERUSER,
+                master_password=self.superuser_password,
+            )
+        )
 
     def db_uri(self, database: str) -> str:
         return f"postgresql+psycopg://{DB_ROLE}:{self.db_password}@127.0.0.1:{self.pg_port}/{database}"
@@ -170,7 +187,6 @@ class BenchEnvironment:
         admin = None
         if auth:
             argv[4:4] = ["--app-name", "basic-auth"]
-            self.create_database(database + "_users")
             admin = (ADMIN_USERNAME, _token())
             config = configparser.ConfigParser(interpolation=None)
             # MLflow's shipped basic_auth.ini, with only what must differ: the auth DB on the same

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from deploy.deployer_actions_kubernetes import EKS, KUBERNETES_TYPE_ACTIONS, eks_scope  # noqa: F401
+
 # What a group of actions may be narrowed to. UNSCOPED: the action has no resource-level
 # permissions, so IAM only accepts `Resource: "*"` for it.
 UNSCOPED = "unscoped"
@@ -78,6 +80,7 @@ TYPE_ACTIONS: ActionTable = {
     "mlflow-stack:network:Network": _NOTHING,
     "mlflow-stack:operations:Operations": _NOTHING,
     "mlflow-stack:secrets:Secrets": _NOTHING,
+    **KUBERNETES_TYPE_ACTIONS,  # compute.backend: kubernetes (deploy/deployer_actions_kubernetes.py)
     # --- network -----------------------------------------------------------------------------
     "aws:ec2/vpc:Vpc": {
         EC2: (

@@ -74,6 +74,7 @@ SCOPE_SIDS: Mapping[str, str] = {
     table.APP_AUTOSCALING: "ScalableTargetsInThisAccountAndRegion",
     table.DASHBOARD: "StackDashboards",
     table.WAF: "StackWebAcl",
+    table.EKS: "StackEksPodIdentityAssociations",
 }
 # Creating a role, or changing its boundary, is how a deployer could grant itself more: with a
 # boundary configured, both must name it (iam:PermissionsBoundary), and removing it is not granted.
@@ -374,6 +375,7 @@ class _StackArns:
                 for r in self.graph.of_type("aws:scheduler/schedule:Schedule")
             ],
             table.APP_AUTOSCALING: [self.arn("application-autoscaling", "scalable-target/*")],
+            table.EKS: table.eks_scope(self),
             table.DASHBOARD: [
                 self.arn("cloudwatch", f"dashboard/{name}", regional=False)
                 for name in self.names("aws:cloudwatch/dashboard:Dashboard", "dashboardName")

@@ -17,6 +17,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.monitoring_pods import PodMetrics
+
 GIB = 1024**3
 PERIOD_SECONDS = 60
 RDS_PERIOD_SECONDS = 300
@@ -57,6 +59,8 @@ class MonitoringArgs:
     maintenance_log_group: pulumi.Resource | None = None  # wait for it: a metric filter needs the group
     thresholds: AlarmThresholds = AlarmThresholds()
     email: str | None = None
+    # The Kubernetes backend: its pods' Container Insights metrics replace the ECS service's.
+    pod_metrics: PodMetrics | None = None
 
 
 def free_storage_threshold_bytes(allocated_storage_gb: int, percent: float) -> float:
@@ -235,33 +239,44 @@ class Monitoring(pulumi.ComponentResource):
                 comparison_operator="GreaterThanThreshold",
                 treat_missing_data="missing",
             ),
-            "ecs-cpu": alarm(
-                "ecs-cpu",
-                f"MLflow service CPU above {limits.ecs_cpu_percent:g}% (autoscaling at its ceiling?)",
-                namespace="AWS/ECS",
-                metric_name="CPUUtilization",
-                dimensions=service,
-                statistic="Average",
-                period=PERIOD_SECONDS,
-                evaluation_periods=5,
-                threshold=limits.ecs_cpu_percent,
-                comparison_operator="GreaterThanThreshold",
-                treat_missing_data="missing",
-            ),
-            "ecs-memory": alarm(
-                "ecs-memory",
-                f"MLflow service memory above {limits.ecs_memory_percent:g}%",
-                namespace="AWS/ECS",
-                metric_name="MemoryUtilization",
-                dimensions=service,
-                statistic="Average",
-                period=PERIOD_SECONDS,
-                evaluation_periods=5,
-                threshold=limits.ecs_memory_percent,
-                comparison_operator="GreaterThanThreshold",
-                treat_missing_data="missing",
-            ),
         }
+        if args.pod_metrics is None:
+            self.alarms.update(
+                {
+                    "ecs-cpu": alarm(
+                        "ecs-cpu",
+                        f"MLflow service CPU above {limits.ecs_cpu_percent:g}% (autoscaling at its ceiling?)",
+                        namespace="AWS/ECS",
+                        metric_name="CPUUtilization",
+                        dimensions=service,
+                        statistic="Average",
+                        period=PERIOD_SECONDS,
+                        evaluation_periods=5,
+                        threshold=limits.ecs_cpu_percent,
+                        comparison_operator="GreaterThanThreshold",
+                        treat_missing_data="missing",
+                    ),
+                    "ecs-memory": alarm(
+                        "ecs-memory",
+                        f"MLflow service memory above {limits.ecs_memory_percent:g}%",
+                        namespace="AWS/ECS",
+                        metric_name="MemoryUtilization",
+                        dimensions=service,
+                        statistic="Average",
+                        period=PERIOD_SECONDS,
+                        evaluation_periods=5,
+                        threshold=limits.ecs_memory_percent,
+                        comparison_operator="GreaterThanThreshold",
+                        treat_missing_data="missing",
+                    ),
+                }
+            )
+        else:
+            for role, spec in args.pod_metrics.alarm_specs(
+                limits.ecs_cpu_percent, limits.ecs_memory_percent
+            ).items():
+                description = spec.pop("description")
+                self.alarms[role] = alarm(role, description, **spec)
         if args.bucket_name is not None:
             self.alarms["artifact-store-size"] = alarm(
                 "artifact-store-size",
@@ -306,6 +321,7 @@ class Monitoring(pulumi.ComponentResource):
             )
             region = args.region
             archive_class = args.archive_storage_class
+            pod_metrics = args.pod_metrics
             dashboard = aws.cloudwatch.Dashboard(
                 f"{name}-dashboard",
                 dashboard_name=args.dashboard_name,
@@ -316,6 +332,7 @@ class Monitoring(pulumi.ComponentResource):
                             region=region,
                             archive_storage_class=archive_class,
                             maintenance_namespace=maintenance_namespace,
+                            pod_metrics=pod_metrics,
                         )
                     )
                 ),
@@ -386,6 +403,7 @@ def dashboard_body(
     region: str,
     archive_storage_class: str,
     maintenance_namespace: str | None,
+    pod_metrics: PodMetrics | None = None,
 ) -> dict[str, Any]:
     """The dashboard's JSON ("Dashboard Body Structure and Syntax", CloudWatch API Reference)."""
     elb = "AWS/ApplicationELB"
@@ -393,6 +411,26 @@ def dashboard_body(
     tg = [*lb, "TargetGroup", dims.target_group]
     service = ["ClusterName", dims.cluster, "ServiceName", dims.service]
     db = ["DBInstanceIdentifier", dims.database]
+    replica_rows = (
+        pod_metrics.dashboard_rows()
+        if pod_metrics is not None
+        else [
+            (
+                "Running replicas",
+                # Container Insights (on for the cluster) publishes the task count per service.
+                [["ECS/ContainerInsights", "RunningTaskCount", *service, {"stat": "Average"}]],
+                {"period": 60},
+            ),
+            (
+                "Replica CPU / memory (%)",
+                [
+                    ["AWS/ECS", "CPUUtilization", *service, {"stat": "Average"}],
+                    ["AWS/ECS", "MemoryUtilization", *service, {"stat": "Average"}],
+                ],
+                {"period": 60},
+            ),
+        ]
+    )
     widgets: list[tuple[str, list[list[Any]], dict[str, Any]]] = [
         ("Requests per minute", [[elb, "RequestCount", *lb, {"stat": "Sum"}]], {"period": 60}),
         (
@@ -419,20 +457,7 @@ def dashboard_body(
             ],
             {"period": 60},
         ),
-        (
-            "Running replicas",
-            # Container Insights (on for the cluster) publishes the task count per service.
-            [["ECS/ContainerInsights", "RunningTaskCount", *service, {"stat": "Average"}]],
-            {"period": 60},
-        ),
-        (
-            "Replica CPU / memory (%)",
-            [
-                ["AWS/ECS", "CPUUtilization", *service, {"stat": "Average"}],
-                ["AWS/ECS", "MemoryUtilization", *service, {"stat": "Average"}],
-            ],
-            {"period": 60},
-        ),
+        *replica_rows,
         (
             "Database connections",
             [["AWS/RDS", "DatabaseConnections", *db, {"stat": "Maximum"}]],

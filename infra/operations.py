@@ -111,14 +111,21 @@ def validate_args(args: OperationsArgs) -> None:
 
 def maintenance_command(args: OperationsArgs, tracking_url: str, lock_table: str) -> list[str]:
     """The container command: `python -m cli.runs runs maintenance ... --apply --json`."""
-    maintenance = args.settings
+    return maintenance_arguments(args.settings, args.admin_username, tracking_url, lock_table)
+
+
+def maintenance_arguments(
+    maintenance: MaintenanceSettings, admin_username: str, tracking_url: str, lock_table: str
+) -> list[str]:
+    """`runs maintenance ... --apply --json`, the arguments of `python -m cli.runs` on every backend
+    (the ECS scheduled task here, the Kubernetes CronJob in infra/compute/kubernetes.py)."""
     return [
         "runs",
         "maintenance",
         "--url",
         tracking_url,
         "--username",
-        args.admin_username,
+        admin_username,
         "--reap-older-than",
         f"{maintenance.reap_stuck_after_hours}h",
         "--cleanup-older-than",

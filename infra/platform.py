@@ -10,7 +10,9 @@ import pulumi_aws as aws
 from infra.artifacts import Artifacts, ArtifactsArgs
 from infra.compute.ecs import EcsService, EcsServiceArgs
 from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only
-from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, build_server_spec
+from infra.compute.kubernetes import KubernetesService
+from infra.compute.kubernetes_platform import kubernetes_compute, kubernetes_pod_metrics
+from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, ServerSpec, build_server_spec
 from infra.database import Database, DatabaseArgs
 from infra.firewall import Firewall, FirewallArgs
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
@@ -39,13 +41,13 @@ class Platform:
     secrets: Secrets
     database: Database
     artifacts: Artifacts
-    identity: Identity
+    identity: Identity | None  # the ECS task roles; None on Kubernetes (each service account has its own)
     ecr_repository_name: str  # repository the compute component builds the image into
     log_group_name: str  # log group the compute component creates (the execution role may write it)
     load_balancer: LoadBalancer
     firewall: Firewall | None  # the WAF web ACL; None when loadBalancer.wafEnabled resolves to false
     server_image: ServerImage
-    compute: EcsService
+    compute: EcsService | KubernetesService  # settings.compute.backend
     monitoring: Monitoring
     locks: LockTable  # promotion/rollback and maintenance leases; in every stack
     operations: Operations | None  # scheduled maintenance; None when maintenance.enabled is false
@@ -129,32 +131,11 @@ def build_platform(settings: Settings) -> Platform:
             if ecr_repository_arn_for_image(image, "aws") is not None
             else None
         )
-    identity = Identity(
-        f"{prefix}-identity",
-        IdentityArgs(
-            role_name_prefix=prefix,
-            region=settings.region,
-            account_id=caller.account_id,
-            partition=partition,
-            bucket_arn=artifacts.bucket_arn,
-            artifact_prefix=artifacts.prefix,
-            artifacts_kms_key_arn=artifacts.kms_key_arn,
-            secret_arns=[
-                secrets.db_password_secret_arn,
-                secrets.admin_password_secret_arn,
-                secrets.flask_secret_key_secret_arn,
-                secrets.crypto_kek_passphrase_secret_arn,
-                secrets.webhook_encryption_key_secret_arn,
-                # Read by ECS for the bootstrap container only (the server container never gets it).
-                database.master_secret_arn,
-            ],
-            secrets_kms_key_arn=secrets.kms_key_arn,
-            log_group_name=settings.log_group_name,
-            ecr_repository_arn=ecr_repository_arn,
-            permissions_boundary_arn=settings.permissions_boundary_arn,
-        ),
-        opts=with_provider,
-    )
+    identity = None
+    if not settings.on_kubernetes:
+        identity = _identity(
+            settings, caller, partition, artifacts, secrets, database, ecr_repository_arn, with_provider
+        )
     load_balancer = _load_balancer(settings, network, with_provider)
     firewall = None
     if settings.waf_enabled:
@@ -207,34 +188,32 @@ def build_platform(settings: Settings) -> Platform:
         read_only_root=image_can_run_read_only(SCRATCH_PATH),
     )
     server = settings.server
-    compute = EcsService(
-        f"{prefix}-compute",
-        EcsServiceArgs(
+    # Before the compute: the Kubernetes backend's maintenance CronJob takes its lease there.
+    locks = LockTable(
+        f"{prefix}-locks",
+        LockTableArgs(
             name_prefix=prefix,
-            spec=spec,
-            region=settings.region,
-            vpc_id=network.vpc_id,
-            private_subnet_ids=network.private_subnet_ids_routed,
-            load_balancer_security_group_id=load_balancer.security_group_id,
-            target_group_arn=load_balancer.target_group_arn,
-            request_count_resource_label=pulumi.Output.concat(
-                load_balancer.arn_suffix, "/", load_balancer.target_group_arn_suffix
-            ),
-            database_security_group_id=database.security_group_id,
-            execution_role_arn=identity.execution_role_arn,
-            task_role_arn=identity.runtime_role_arn,
-            log_group_name=settings.log_group_name,
-            log_retention_days=server.log_retention_days,
-            min_tasks=server.min_replicas,
-            max_tasks=server.max_replicas,
-            target_cpu_percent=server.target_cpu_percent,
-            target_requests_per_target=server.target_requests_per_target,
-            scale_in_cooldown_seconds=server.scale_in_cooldown_seconds,
-            scale_out_cooldown_seconds=server.scale_out_cooldown_seconds,
-            health_check_grace_seconds=server.health_check_grace_seconds,
+            table_aliases=[lock_table_previous_address(prefix)],
         ),
         opts=with_provider,
     )
+    compute: EcsService | KubernetesService
+    if settings.on_kubernetes:
+        compute = kubernetes_compute(
+            settings,
+            aws_provider=provider,
+            account_id=caller.account_id,
+            partition=partition,
+            spec=spec,
+            database=database,
+            artifacts=artifacts,
+            secrets=secrets,
+            load_balancer=load_balancer,
+            locks=locks,
+            opts=with_provider,
+        )
+    else:
+        compute = _ecs_service(settings, spec, network, load_balancer, database, identity, with_provider)
     alarms = settings.alarms
     monitoring = Monitoring(
         f"{prefix}-monitoring",
@@ -245,6 +224,7 @@ def build_platform(settings: Settings) -> Platform:
             target_group_arn_suffix=load_balancer.target_group_arn_suffix,
             ecs_cluster_name=compute.cluster_name,
             ecs_service_name=compute.service_name,
+            pod_metrics=kubernetes_pod_metrics(settings) if settings.on_kubernetes else None,
             db_instance_identifier=database.instance_identifier,
             db_allocated_storage_gb=settings.database.allocated_storage_gb,
             db_max_connections=settings.database.max_connections,
@@ -252,23 +232,22 @@ def build_platform(settings: Settings) -> Platform:
             bucket_name=artifacts.bucket_name,
             archive_storage_class=settings.artifacts.archive_storage_class,
             dashboard_name=prefix,
-            maintenance_log_group_name=settings.log_group_name if settings.maintenance.enabled else None,
+            # The maintenance report's metric filters read the ECS task's log group; on Kubernetes
+            # the CronJob logs go wherever the cluster ships container logs.
+            maintenance_log_group_name=(
+                settings.log_group_name
+                if settings.maintenance.enabled and not settings.on_kubernetes
+                else None
+            ),
             maintenance_log_group=compute.log_group,
             thresholds=AlarmThresholds(**alarms.model_dump(exclude={"email"})),
             email=alarms.email,
         ),
         opts=with_provider,
     )
-    locks = LockTable(
-        f"{prefix}-locks",
-        LockTableArgs(
-            name_prefix=prefix,
-            table_aliases=[lock_table_previous_address(prefix)],
-        ),
-        opts=with_provider,
-    )
     operations = None
-    if settings.maintenance.enabled:
+    # On Kubernetes the maintenance is a CronJob of the compute component.
+    if settings.maintenance.enabled and isinstance(compute, EcsService):
         operations = Operations(
             f"{prefix}-operations",
             OperationsArgs(
@@ -325,6 +304,88 @@ def build_platform(settings: Settings) -> Platform:
         monitoring=monitoring,
         locks=locks,
         operations=operations,
+    )
+
+
+def _ecs_service(
+    settings: Settings,
+    spec: ServerSpec,
+    network: Network,
+    load_balancer: LoadBalancer,
+    database: Database,
+    identity: Identity | None,
+    with_provider: pulumi.ResourceOptions,
+) -> EcsService:
+    assert identity is not None  # created for every ECS stack
+    prefix = settings.name_prefix
+    server = settings.server
+    return EcsService(
+        f"{prefix}-compute",
+        EcsServiceArgs(
+            name_prefix=prefix,
+            spec=spec,
+            region=settings.region,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.private_subnet_ids_routed,
+            load_balancer_security_group_id=load_balancer.security_group_id,
+            target_group_arn=load_balancer.target_group_arn,
+            request_count_resource_label=pulumi.Output.concat(
+                load_balancer.arn_suffix, "/", load_balancer.target_group_arn_suffix
+            ),
+            database_security_group_id=database.security_group_id,
+            execution_role_arn=identity.execution_role_arn,
+            task_role_arn=identity.runtime_role_arn,
+            log_group_name=settings.log_group_name,
+            log_retention_days=server.log_retention_days,
+            min_tasks=server.min_replicas,
+            max_tasks=server.max_replicas,
+            target_cpu_percent=server.target_cpu_percent,
+            target_requests_per_target=server.target_requests_per_target,
+            scale_in_cooldown_seconds=server.scale_in_cooldown_seconds,
+            scale_out_cooldown_seconds=server.scale_out_cooldown_seconds,
+            health_check_grace_seconds=server.health_check_grace_seconds,
+        ),
+        opts=with_provider,
+    )
+
+
+def _identity(
+    settings: Settings,
+    caller: aws.GetCallerIdentityResult | pulumi.Output,
+    partition: pulumi.Output[str],
+    artifacts: Artifacts,
+    secrets: Secrets,
+    database: Database,
+    ecr_repository_arn: pulumi.Input[str] | None,
+    with_provider: pulumi.ResourceOptions,
+) -> Identity:
+    """The ECS task and execution roles (the Kubernetes backend makes one role per service account)."""
+    prefix = settings.name_prefix
+    return Identity(
+        f"{prefix}-identity",
+        IdentityArgs(
+            role_name_prefix=prefix,
+            region=settings.region,
+            account_id=caller.account_id,
+            partition=partition,
+            bucket_arn=artifacts.bucket_arn,
+            artifact_prefix=artifacts.prefix,
+            artifacts_kms_key_arn=artifacts.kms_key_arn,
+            secret_arns=[
+                secrets.db_password_secret_arn,
+                secrets.admin_password_secret_arn,
+                secrets.flask_secret_key_secret_arn,
+                secrets.crypto_kek_passphrase_secret_arn,
+                secrets.webhook_encryption_key_secret_arn,
+                # Read by ECS for the bootstrap container only (the server container never gets it).
+                database.master_secret_arn,
+            ],
+            secrets_kms_key_arn=secrets.kms_key_arn,
+            log_group_name=settings.log_group_name,
+            ecr_repository_arn=ecr_repository_arn,
+            permissions_boundary_arn=settings.permissions_boundary_arn,
+        ),
+        opts=with_provider,
     )
 
 
@@ -410,14 +471,21 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("flask_secret_key_secret_arn", platform.secrets.flask_secret_key_secret_arn)
     pulumi.export("crypto_kek_passphrase_secret_arn", platform.secrets.crypto_kek_passphrase_secret_arn)
     pulumi.export("webhook_encryption_key_secret_arn", platform.secrets.webhook_encryption_key_secret_arn)
-    pulumi.export("runtime_role_arn", platform.identity.runtime_role_arn)
-    pulumi.export("execution_role_arn", platform.identity.execution_role_arn)
+    if platform.identity is not None:
+        pulumi.export("runtime_role_arn", platform.identity.runtime_role_arn)
+        pulumi.export("execution_role_arn", platform.identity.execution_role_arn)
     pulumi.export("log_group_name", platform.log_group_name)
     # The edge. `mlflow-stack smoke --stack <stack>` reads these names (lifecycle/credentials.py).
     pulumi.export("tracking_url", platform.load_balancer.url)
     pulumi.export("alb_dns_name", platform.load_balancer.dns_name)
-    pulumi.export("ecs_cluster_name", platform.compute.cluster_name)
-    pulumi.export("ecs_service_name", platform.compute.service_name)
+    if isinstance(platform.compute, EcsService):
+        pulumi.export("ecs_cluster_name", platform.compute.cluster_name)
+        pulumi.export("ecs_service_name", platform.compute.service_name)
+    else:
+        pulumi.export("runtime_role_arn", platform.compute.server_role_arn)
+        pulumi.export("kubernetes_cluster_name", platform.compute.cluster_name)
+        pulumi.export("kubernetes_namespace", platform.compute.namespace_name)
+        pulumi.export("kubernetes_deployment", platform.compute.deployment_name)
     pulumi.export("admin_username", settings.server.admin_username)
     # Read by `mlflow-stack smoke --stack`: it checks the server offers clients exactly this path.
     pulumi.export("artifact_client_access", settings.artifacts.client_access)

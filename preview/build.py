@@ -112,6 +112,18 @@ def _stack_config_strings(config: dict[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
 
+def _node_instance_type(config: dict[str, Any]) -> str | None:
+    """kubernetes.nodeInstanceType (or its default) of a kubernetes stack; None for ECS stacks."""
+    from infra.settings import KubernetesSettings
+
+    compute = config.get("mlflow-stack:compute") or {}
+    if not isinstance(compute, dict) or compute.get("backend") != "kubernetes":
+        return None
+    cluster = config.get("mlflow-stack:kubernetes") or {}
+    default = KubernetesSettings.model_fields["node_instance_type"].default
+    return str(cluster.get("nodeInstanceType", default)) if isinstance(cluster, dict) else default
+
+
 def build_report(
     stack: str, *, pack_config: dict[str, Any] | None = None, refresh_prices: bool = False
 ) -> Any:
@@ -145,7 +157,7 @@ def build_report(
     )
 
     owner = component_of(graph)
-    cost = estimate(graph.resources, region, table)
+    cost = estimate(graph.resources, region, table, node_instance_type=_node_instance_type(graph.config))
     environment = graph.config.get("mlflow-stack:environment")
     return PreviewReport(
         stack=stack,

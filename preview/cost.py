@@ -257,7 +257,10 @@ def _scheduled_task(target: Mapping[str, Any]) -> Mapping[str, Any]:
     return ecs if isinstance(ecs, Mapping) else {}
 
 
-def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable) -> CostEstimate:
+def estimate(
+    resources: Iterable[PricedResource], region: str, table: PriceTable, node_instance_type: str | None = None
+) -> CostEstimate:
+    """`node_instance_type`: the Kubernetes backend's node type (kubernetes.nodeInstanceType)."""
     listed = list(resources)
     prices = table.region(region)
     hours = table.hours_per_month
@@ -376,6 +379,16 @@ def estimate(resources: Iterable[PricedResource], region: str, table: PriceTable
                 f"cluster {r.name}: Container Insights is on; its metrics and performance logs are billed "
                 "as CloudWatch custom metrics and log ingestion (not estimated)"
             )
+
+    if node_instance_type is not None:
+        from preview.cost_kubernetes import price_kubernetes
+
+        pod_lines, pod_notes = price_kubernetes(
+            listed, prices, hours, node_instance_type, runs_per_month, SCHEDULED_TASK_MINUTES
+        )
+        for resource, description, monthly in pod_lines:
+            add(resource, description, monthly)
+        notes.extend(pod_notes)
 
     usage = (
         UsagePrice("S3 Standard storage (artifacts)", prices["s3_standard_gb_month"], "GB-month"),

@@ -19,6 +19,9 @@ MOCK_ACCOUNT_ID = "123456789012"
 # Every generated secret (random passwords) starts with this, so a test can scan the whole graph
 # for it: it must only ever appear inside a `Secret`.
 SECRET_SENTINEL = "SENTINEL-do-not-leak-"  # noqa: S105 - the marker mock secrets carry
+# What a platform stack's `kubeconfig` output holds offline; it carries the sentinel, so the leak
+# tests see it if it ever left a Secret.
+OFFLINE_KUBECONFIG = f"apiVersion: v1\nkind: Config\n# {SECRET_SENTINEL}kubeconfig\n"
 
 
 # AWS partitions by region prefix: (partition, DNS suffix, reverse DNS prefix). Every ARN and
@@ -119,6 +122,12 @@ class AwsMocks(Mocks):
 
         if typ.startswith("pulumi:providers:"):
             return self._uuid(name), state
+        if typ == "pulumi:pulumi:StackReference":
+            # The platform stack the Kubernetes backend reads its kubeconfig from: a stand-in
+            # kubeconfig, secret as a real stack output of one would be.
+            state["outputs"] = {"kubeconfig": rpc.wrap_rpc_secret(OFFLINE_KUBECONFIG)}
+            state["secretOutputNames"] = ["kubeconfig"]
+            return _plain(inputs.get("name")) or name, state
         if typ in self.ID_PREFIXES:
             resource_id = f"{self.ID_PREFIXES[typ]}-{short}"
             state["arn"] = self._arn("ec2", f"{self.ID_PREFIXES[typ]}/{resource_id}")
@@ -274,6 +283,17 @@ class AwsMocks(Mocks):
                 "dnsSuffix": self.dns_suffix,
                 "id": self.partition,
                 "reverseDnsPrefix": self.reverse_dns_prefix,
+            }
+        if invoke == "aws:ec2/getSubnet:getSubnet":
+            # An existing subnet's range, stable per id (the Kubernetes NetworkPolicies read it).
+            subnet_id = str(_plain(args.args.get("id")))
+            second, third = (int(_short_hash(subnet_id, part, length=2), 16) for part in ("b", "c"))
+            cidr = f"10.{100 + second % 100}.{third}.0/24"
+            return {
+                "id": subnet_id,
+                "cidrBlock": cidr,
+                "vpcId": "vpc-existing",
+                "availabilityZone": f"{region}a",
             }
         if invoke == "aws:elb/getServiceAccount:getServiceAccount":
             # The us-east-1 ELB log delivery account; the value only has to look right here.

@@ -206,6 +206,12 @@ def list_stacks(stack_dir: str | Path = STACK_DIR) -> list[str]:
     return sorted(path.name.removeprefix("Pulumi.").removesuffix(".yaml") for path in paths)
 
 
+def stack_backend(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
+    """compute.backend a stack file selects: "kubernetes", or "ecs" (the default)."""
+    compute = load_stack_config(stack, stack_dir).get(f"{CONFIG_NAMESPACE}:compute") or {}
+    return str(compute.get("backend", "ecs")) if isinstance(compute, Mapping) else "ecs"
+
+
 def load_stack_config(stack: str, stack_dir: str | Path = STACK_DIR) -> dict[str, Any]:
     """The `config:` map of stacks/Pulumi.<stack>.yaml, keys fully qualified (`mlflow-stack:x`)."""
     path = _stack_directory(stack_dir) / f"Pulumi.{stack}.yaml"

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 APP_NAME_ARGS: tuple[str, ...] = ("--app-name", "basic-auth")
 ENTRYPOINT: tuple[str, ...] = ("python", "-m", "server.entrypoint")
 COMMAND: tuple[str, ...] = ("serve", *APP_NAME_ARGS)
+# The Kubernetes backend's migration Job: the same start-up up to the migrations, then exit.
+MIGRATE_COMMAND: tuple[str, ...] = ("migrate", *APP_NAME_ARGS)
 
 CONTAINER_PORT = 8080
 HEALTH_PATH = "/health"

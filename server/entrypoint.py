@@ -52,7 +52,7 @@ def _drop_secret_variables() -> None:
         os.environ.pop(setting.name, None)
 
 
-def serve(app_name: str) -> int:
+def serve(app_name: str, *, migrate_only: bool = False) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -65,7 +65,7 @@ def serve(app_name: str) -> int:
 
     auth_config_path = write_auth_config(settings)
     try:
-        return _prepare_and_run(settings, app_name, auth_config_path)
+        return _prepare_and_run(settings, app_name, auth_config_path, migrate_only=migrate_only)
     finally:
         # The private dir holds the auth config (admin password), libpq's password file and the
         # workers' keys. Workers (and uvicorn's restarts of them) read them while the server runs,
@@ -73,7 +73,9 @@ def serve(app_name: str) -> int:
         shutil.rmtree(auth_config_path.parent, ignore_errors=True)
 
 
-def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: Path) -> int:
+def _prepare_and_run(
+    settings: ServerSettings, app_name: str, auth_config_path: Path, *, migrate_only: bool = False
+) -> int:
     from server.command import server_arguments, server_environment
     from server.database import PASSFILE_ENV, DatabaseUnavailable, prepare_databases, write_passfile
     from server.worker_secrets import use_worker_app, write_worker_secrets
@@ -98,6 +100,10 @@ def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: 
     except DatabaseUnavailable as exc:
         _logger.error("%s", exc)
         return EXIT_DATABASE
+    if migrate_only:
+        # The Kubernetes backend's migration Job: the databases are ready, the server is not run.
+        _logger.info("databases prepared; not starting the server (migrate)")
+        return 0
 
     arguments = server_arguments(settings, app_name)
     _logger.info("starting: mlflow %s", " ".join(arguments))
@@ -143,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         contract.BOOTSTRAP_COMMAND[0],
         help="with the master credentials: create or refresh the application role and hand it the databases",
     )
+    migrate_parser = subparsers.add_parser(
+        "migrate", help="validate settings, prepare the databases (same advisory lock), exit"
+    )
+    migrate_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
     return parser
 
 
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     if args.command == contract.BOOTSTRAP_COMMAND[0]:
         return bootstrap_db()
-    return serve(args.app_name)
+    return serve(args.app_name, migrate_only=args.command == "migrate")
 
 
 if __name__ == "__main__":

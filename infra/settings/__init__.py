@@ -14,7 +14,8 @@ whose inputs are valid, and one `SettingsError` lists them all as
 
 The package: `limits` (what AWS, RDS and MLflow impose), `models` (the sections and `Settings`),
 `presets` (per-environment defaults, the keys a stack file may set), `checks` (cross-field rules),
-`loading` (stack config → `Settings`). Import from `infra.settings`, the one public entry point.
+`loading` (stack config → `Settings`), `compute` (compute.backend and the `kubernetes` section).
+Import from `infra.settings`, the one public entry point.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from infra.settings.checks import (
     CrossCheck,
     load_balancer_open_to_all,
     min_max_allocated_storage_gb,
+)
+from infra.settings.compute import (
+    ComputeSettings,
+    KubernetesSettings,
+    cron_for_kubernetes,
 )
 from infra.settings.limits import (
     ARCHIVED_STORAGE_CLASSES,
@@ -113,10 +119,12 @@ __all__ = [
     "SECTION_MODELS",
     "AlarmSettings",
     "ArtifactSettings",
+    "ComputeSettings",
     "CrossCheck",
     "DatabaseSettings",
     "DomainSettings",
     "Environment",
+    "KubernetesSettings",
     "LoadBalancerSettings",
     "MaintenanceSettings",
     "NetworkSettings",
@@ -125,6 +133,7 @@ __all__ = [
     "SettingsError",
     "build_settings",
     "connections_at_full_scale",
+    "cron_for_kubernetes",
     "load_balancer_open_to_all",
     "load_settings",
     "min_max_allocated_storage_gb",

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from infra.settings.compute import kubernetes_checks, kubernetes_pod_size
 from infra.settings.limits import (
     CONNECTION_BUDGET_FRACTION,
     ENGINES_PER_WORKER,
@@ -91,6 +92,8 @@ def _fargate_size_of(section: str, cpu: int, memory: int) -> list[str]:
 
 def _fargate_size(ctx: dict[str, Any]) -> list[str]:
     server: ServerSettings = ctx["server"]
+    if ctx["compute"].backend == "kubernetes":
+        return kubernetes_pod_size(server.cpu, server.memory)
     return _fargate_size_of("server", server.cpu, server.memory)
 
 
@@ -312,7 +315,7 @@ def _override_keys(ctx: dict[str, Any]) -> list[str]:
 CROSS_CHECKS: tuple[tuple[CrossCheck, tuple[str, ...]], ...] = (
     (_connection_budget, ("server", "database")),
     (_replica_range, ("server",)),
-    (_fargate_size, ("server",)),
+    (_fargate_size, ("server", "compute")),
     (_maintenance_fargate_size, ("maintenance",)),
     (_maintenance_reaches_tracking_url, ("maintenance", "loadBalancer", "network")),
     (_keepalive, ("server", "loadBalancer")),
@@ -322,4 +325,5 @@ CROSS_CHECKS: tuple[tuple[CrossCheck, tuple[str, ...]], ...] = (
     (_domain, ("domain", "region")),
     (_prod_guards, ("environment", "database", "artifacts", "overrides")),
     (_override_keys, ("overrides",)),
+    (kubernetes_checks, ("compute", "kubernetes")),
 )

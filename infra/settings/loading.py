@@ -244,6 +244,9 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
         )
 
     ctx: dict[str, Any] = {"overrides": overrides}
+    # Only whether they are set: the kubeconfig is a secret and never enters Settings.
+    ctx["kubernetes_set"] = bool(raw.get("kubernetes"))
+    ctx["kubeconfig_set"] = bool(raw.get("kubeconfig"))
     if region:
         ctx["region"] = region
     if environment is not None:
@@ -276,6 +279,8 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
         alarms=ctx["alarms"],
         maintenance=ctx["maintenance"],
         overrides=overrides,
+        compute=ctx["compute"],
+        kubernetes=ctx["kubernetes"],
     )
 
 

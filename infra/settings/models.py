@@ -12,9 +12,10 @@ import zoneinfo
 from typing import Literal
 
 from pulumi.errors import RunError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
 
+# The compute backend's sections live in their own module (kept apart from the data plane's).
+from infra.settings.compute import ComputeSettings, KubernetesSettings
 from infra.settings.limits import (
     ARCHIVED_STORAGE_CLASSES,
     CONFIG_NAMESPACE,
@@ -30,18 +31,7 @@ from infra.settings.limits import (
     RDS_MAX_CONNECTIONS_CAP,
     Environment,
 )
-
-
-class _Section(BaseModel):
-    """Base for every settings model: immutable, unknown keys rejected, camelCase YAML keys."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        strict=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
+from infra.settings.section import _Section
 
 
 class NetworkSettings(_Section):
@@ -427,11 +417,18 @@ class Settings(_Section):
     alarms: AlarmSettings
     maintenance: MaintenanceSettings
     overrides: dict[str, str] = Field(default_factory=dict)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @property
     def name_prefix(self) -> str:
         """Prefix of every AWS name: mlflow-<team>-<env> or mlflow-<env>."""
         return name_prefix(self.team, self.environment)
+
+    @property
+    def on_kubernetes(self) -> bool:
+        """compute.backend is kubernetes: the server runs on an existing EKS cluster, not ECS."""
+        return self.compute.backend == "kubernetes"
 
     @property
     def is_prod(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from infra.settings.compute import ComputeSettings, KubernetesSettings
 from infra.settings.models import (
     AlarmSettings,
     ArtifactSettings,
@@ -25,6 +26,8 @@ SECTION_MODELS: dict[str, type[_Section]] = {
     "domain": DomainSettings,
     "alarms": AlarmSettings,
     "maintenance": MaintenanceSettings,
+    "compute": ComputeSettings,
+    "kubernetes": KubernetesSettings,
 }
 
 # Per-environment defaults (YAML key names). Anything not listed uses the model default above.
@@ -116,5 +119,7 @@ SCALAR_KEYS: dict[str, str] = {
     "tags": "extra tags on every resource",
     "overrides": "waivers of prod guards: key -> reason",
     "permissionsBoundaryArn": "IAM permissions boundary attached to every role",
+    "kubeconfig": "the EKS cluster's kubeconfig for kubernetes.kubeconfigSource: config; always a secret "
+    "(`pulumi config set --secret kubeconfig`)",
 }
 KNOWN_KEYS: tuple[str, ...] = (*SCALAR_KEYS, *SECTION_MODELS)

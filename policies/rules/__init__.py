@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.rules import alb, ecs, iam, mlflow, network, observability, rds, s3, tags, waf
+from policies.rules import alb, ecs, iam, kubernetes, mlflow, network, observability, rds, s3, tags, waf
 from policies.spec import Rule
 
 ALL_RULES: tuple[Rule, ...] = (
@@ -13,6 +13,7 @@ ALL_RULES: tuple[Rule, ...] = (
     *network.RULES,
     *iam.RULES,
     *ecs.RULES,
+    *kubernetes.RULES,
     *mlflow.RULES,
     *tags.RULES,
     *observability.RULES,

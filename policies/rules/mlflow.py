@@ -8,6 +8,7 @@ from typing import Any
 
 from policies.model import Context, Resource, Violation, as_list, known, of_type, shown
 from policies.rules.ecs import SERVICE, TASK_DEFINITIONS, containers
+from policies.rules.kubernetes import WORKLOADS, as_task_containers, check_prod_deployments_autoscaled
 from policies.rules.s3 import LIFECYCLE, enabled_rules
 from policies.spec import ENVIRONMENT_PROPERTY, Rule
 
@@ -50,8 +51,13 @@ def _basic_auth(words: list[str]) -> bool:
     return "--app-name=basic-auth" in words or any(a == "--app-name" and b == "basic-auth" for a, b in pairs)
 
 
+def _server_side_containers(resource: Resource) -> list[Mapping[str, Any]]:
+    """ECS container definitions, or a Kubernetes workload's containers in that shape."""
+    return containers(resource) if resource.type in TASK_DEFINITIONS else as_task_containers(resource)
+
+
 def check_basic_auth(resource: Resource, ctx: Context) -> Iterable[str]:
-    for container in containers(resource):
+    for container in _server_side_containers(resource):
         if is_mlflow_server(container) and not _basic_auth(_words(container)):
             yield f"container {container.get('name')} starts MLflow without --app-name basic-auth"
 
@@ -87,6 +93,7 @@ def check_prod_replicas(resources: Sequence[Resource], ctx: Context) -> Iterable
     if not ctx.is_prod:
         return
     minimum = ctx.config["minReplicas"]
+    yield from check_prod_deployments_autoscaled(resources, minimum)
     targets = of_type(resources, SCALABLE_TARGET)
     policies = of_type(resources, SCALING_POLICY)
     for service in of_type(resources, SERVICE):
@@ -121,8 +128,8 @@ def check_prod_replicas(resources: Sequence[Resource], ctx: Context) -> Iterable
 def artifact_destinations(resources: Sequence[Resource]) -> list[tuple[str, str]]:
     """(bucket, key prefix) of every s3:// artifact location an MLflow server container is given."""
     found = []
-    for task in of_type(resources, *TASK_DEFINITIONS):
-        for container in containers(task):
+    for task in of_type(resources, *TASK_DEFINITIONS, *WORKLOADS):
+        for container in _server_side_containers(task):
             if not is_mlflow_server(container):
                 continue
             values = [
@@ -172,14 +179,15 @@ RULES = (
         description="The MLflow server runs with --app-name basic-auth.",
         enforcement="mandatory",
         remediation="Start the server through server.entrypoint (its command carries --app-name basic-auth).",
-        types=TASK_DEFINITIONS,
+        types=TASK_DEFINITIONS | WORKLOADS,
         check_resource=check_basic_auth,
     ),
     Rule(
         name="mlflow-prod-replicas-autoscaled",
         description="Prod runs at least two MLflow replicas and autoscales (scaling target and policy).",
         enforcement="mandatory",
-        remediation="Set server.minReplicas >= 2 and server.maxReplicas above it in the prod stack file.",
+        remediation="Set server.minReplicas >= 2 and server.maxReplicas above it in the prod stack file "
+        "(ECS: scalable target and policy; Kubernetes: a HorizontalPodAutoscaler on the Deployment).",
         config={
             **ENVIRONMENT_PROPERTY,
             "minReplicas": {

@@ -29,6 +29,7 @@ INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 PUBLIC_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 DB_INSTANCE = "aws:rds/instance:Instance"
 ECS_SERVICE = "aws:ecs/service:Service"
+EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 INTERNET_GATEWAY = "aws:ec2/internetGateway:InternetGateway"
 NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 ELASTIC_IP = "aws:ec2/eip:Eip"
@@ -169,10 +170,13 @@ def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Itera
             for svc in services
         )
     ]
+    backend_groups = set() if services else _load_balancer_backends(resources, groups)
     for ingress in collect_ingress(resources):
         if ingress.group is None or ingress.group.urn not in {g.urn for g in db_groups}:
             continue
-        from_service = any(ingress.allows_from(g) for g in service_groups)
+        from_service = any(ingress.allows_from(g) for g in service_groups) or (
+            bool(ingress.source_groups) and set(ingress.source_groups) <= backend_groups
+        )
         opened_wider = ingress.cidrs or ingress.prefix_lists or ingress.self_referencing
         if opened_wider or not from_service:
             yield Violation(
@@ -180,6 +184,18 @@ def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Itera
                 "only the MLflow service's security group may reach the database",
                 ingress.declared_by.urn,
             )
+
+
+def _load_balancer_backends(resources: Sequence[Resource], groups: Sequence[Resource]) -> set[str]:
+    """Without an ECS service (compute.backend: kubernetes) the MLflow replicas are the security
+    group the load balancer forwards to: the groups its own group's egress rules reference."""
+    balancer_groups = _groups_used_by(of_type(resources, *LOAD_BALANCERS), groups, "securityGroups")
+    return {
+        str(source)
+        for rule in of_type(resources, EGRESS_RULE)
+        if any(references(rule, "securityGroupId", g) for g in balancer_groups)
+        for source in known_items(known(rule.props, "referencedSecurityGroupId"))
+    }
 
 
 def _created_after(resources: Sequence[Resource]) -> dict[str, set[str]]:
@@ -238,7 +254,8 @@ RULES = (
         name="database-ingress-from-service-only",
         description="The database's security group only admits the MLflow service's security group.",
         enforcement="mandatory",
-        remediation="Replace CIDR rules on the database group with one referencing the ECS service's group.",
+        remediation="Replace CIDR rules on the database group with one referencing the ECS service's group "
+        "(on Kubernetes: the cluster security group the load balancer forwards to).",
         check_stack=check_database_ingress,
     ),
     Rule(

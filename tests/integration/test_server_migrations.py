@@ -210,6 +210,43 @@ def test_database_problems_fail_with_a_clear_message(cluster: Cluster, pick_free
     assert limited_password not in denied.stderr + denied.stdout
 
 
+def test_migrate_prepares_the_databases_once_and_never_serves(cluster: Cluster, pick_free_ports) -> None:  # type: ignore[no-untyped-def]
+    """`python -m server.entrypoint migrate`, the Kubernetes backend's migration Job: the same
+    settings and advisory lock as a replica's start, then exit 0 without starting MLflow."""
+    db_name = "mlflow_migrate_job"
+    cluster.bootstrap(db_name)
+    env = cluster.replica_env(db_name, pick_free_ports(1).replica_base)
+
+    def migrate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *contract.ENTRYPOINT[1:], *contract.MIGRATE_COMMAND],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    first = migrate()
+    assert first.returncode == 0, first.stderr[-3000:]
+    for label in ("tracking", "auth"):
+        assert f"{label} database: MIGRATED" in first.stderr, first.stderr[-3000:]
+    assert "starting: mlflow" not in first.stderr  # the server never started
+    again = migrate()
+    assert again.returncode == 0, again.stderr[-3000:]
+    for label in ("tracking", "auth"):
+        assert f"{label} database: already at" in again.stderr
+    assert cluster.db_password not in first.stderr + again.stderr
+
+    tracking_head, auth_head = _heads()
+    connect = dict(host="127.0.0.1", port=cluster.port, user=APP_ROLE, password=cluster.db_password)
+    with psycopg.connect(dbname=db_name, **connect) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(tracking_head,)]
+    with psycopg.connect(dbname=f"{db_name}_auth", **connect) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version_auth").fetchall() == [(auth_head,)]
+
+
 # --- the application role (server/db_roles.py) -------------------------------------------------
 
 

@@ -43,7 +43,17 @@ ADVISORY_STACKS = {
 # search-prod's stack file waives Multi-AZ with a written reason (mlflow-stack:overrides); the
 # preview lowers that policy to advisory for that stack, so it is not expected to pass there.
 WAIVED = {("search-prod", "rds-prod-multi-az")}
-STACKS = ("dev", "staging", "prod", "search-prod")
+STACKS = ("dev", "staging", "prod", "search-prod", "vision-prod")
+# compute.backend: kubernetes stacks: the ECS rules have nothing there, the Kubernetes rules only
+# there; the replicas rule looks at the Deployment instead of the ECS service.
+KUBERNETES_STACKS = ("vision-prod",)
+ECS_ONLY = {
+    "ecs-no-public-ip-in-prod",
+    "ecs-no-privileged-containers",
+    "ecs-no-plaintext-secrets",
+    "ecs-logging",
+}
+KUBERNETES_SUBJECTS = {"mlflow-prod-replicas-autoscaled": "kubernetes:apps/v1:Deployment"}
 
 
 def _cases():
@@ -52,6 +62,11 @@ def _cases():
             if rule.name in PROD_ONLY and from_stack_name(stack) != "prod":
                 continue
             if (stack, rule.name) in WAIVED:
+                continue
+            on_kubernetes = stack in KUBERNETES_STACKS
+            if (rule.name in ECS_ONLY and on_kubernetes) or (
+                rule.name.startswith("k8s-") and not on_kubernetes
+            ):
                 continue
             yield pytest.param(rule.name, stack, id=f"{rule.name}[{stack}]")
 
@@ -64,7 +79,9 @@ def test_the_stack_files_are_the_ones_tested(own_stacks):
 def test_rule_passes_on_own_stack(own_stacks, rule_name, stack):
     resources = own_stacks[stack]
     rule = next(r for r in ALL_RULES if r.name == rule_name)
-    subject = SUBJECTS.get(rule_name)
+    subject = (KUBERNETES_SUBJECTS if stack in KUBERNETES_STACKS else {}).get(
+        rule_name, SUBJECTS.get(rule_name)
+    )
     inspected = [r for r in resources if (r.type == subject if subject else rule.inspects(r.type))]
     assert inspected, f"{stack} has nothing for {rule_name} to inspect"
     assert violations(rule_name, resources, environment=from_stack_name(stack)) == []

@@ -15,6 +15,7 @@ from typing import Any
 
 import pulumi
 
+from preview.offline import stack_backend
 from server import contract as _contract
 
 # Every stacks/Pulumi.<stack>.yaml: the per-stack tests run once for each.
@@ -22,6 +23,9 @@ STACKS = sorted(
     path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     for path in (Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml")
 )
+# Stacks on ECS (compute.backend, default ecs): the task-definition and ECS-service checks run on
+# these; Kubernetes stacks have theirs in tests/unit/test_kubernetes_stacks.py.
+ECS_STACKS = [stack for stack in STACKS if stack_backend(stack) == "ecs"]
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ELB_ACCOUNT_ARN = "arn:aws:iam::127311923021:root"

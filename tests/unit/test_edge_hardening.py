@@ -16,7 +16,7 @@ from test_edge_stacks import _settings
 from infra.firewall import ARTIFACT_PATH_PREFIXES, UNPROTECTED_PATH_PREFIXES, web_acl_rules
 from infra.load_balancer import hsts_header
 from infra.settings import build_settings
-from preview.offline import ResourceGraph, run_program
+from preview.offline import ResourceGraph, load_stack_config, run_program
 
 LISTENER = "aws:lb/listener:Listener"
 WEB_ACL = "aws:wafv2/webAcl:WebAcl"
@@ -34,6 +34,15 @@ def _https(graph: ResourceGraph) -> dict[str, Any]:
 
 def _rules(graph: ResourceGraph) -> list[dict[str, Any]]:
     return json.loads(graph.one(WEB_ACL).get("ruleJson"))
+
+
+# Stacks whose web ACL is on by default: internet-facing staging and prod (settings.waf_enabled).
+WAF_STACKS = [
+    s
+    for s in STACKS
+    if s != "dev"
+    and (load_stack_config(s).get("mlflow-stack:loadBalancer") or {}).get("internetFacing", True)
+]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -79,7 +88,7 @@ def test_waf_default_is_off_in_dev_and_for_internal_load_balancers() -> None:
     assert build_settings("dev", "us-east-1", {**BASE, "loadBalancer": {"wafEnabled": True}}).waf_enabled
 
 
-@pytest.mark.parametrize("stack", [s for s in STACKS if s != "dev"])
+@pytest.mark.parametrize("stack", WAF_STACKS)
 def test_association_binds_the_acl_to_this_stacks_alb_after_both_exist(
     stack_graph: GraphFor, stack: str
 ) -> None:
@@ -92,7 +101,7 @@ def test_association_binds_the_acl_to_this_stacks_alb_after_both_exist(
     assert {alb.urn, acl.urn} <= association.dependencies
 
 
-@pytest.mark.parametrize("stack", [s for s in STACKS if s != "dev"])
+@pytest.mark.parametrize("stack", WAF_STACKS)
 def test_rate_limit_covers_every_password_checked_path(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     [rate] = [r for r in _rules(graph) if "RateBasedStatement" in r["Statement"]]
@@ -106,7 +115,7 @@ def test_rate_limit_covers_every_password_checked_path(stack_graph: GraphFor, st
     assert rate["Priority"] == min(r["Priority"] for r in _rules(graph))
 
 
-@pytest.mark.parametrize("stack", [s for s in STACKS if s != "dev"])
+@pytest.mark.parametrize("stack", WAF_STACKS)
 def test_common_rule_set_lets_mlflow_bodies_through(stack_graph: GraphFor, stack: str) -> None:
     rules = {r["Name"]: r for r in _rules(stack_graph(stack))}
     common = rules["aws-common"]["Statement"]["ManagedRuleGroupStatement"]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from edge_harness import STACKS
+from edge_harness import ECS_STACKS, STACKS
 
 from infra.compute.image import image_can_run_read_only
 from infra.compute.spec import RUN_AS_USER, SCRATCH_PATH
@@ -125,7 +125,7 @@ def test_target_group_health_checks_the_server_health_path(stack_graph: GraphFor
     assert group.get("port") == contract.CONTAINER_PORT
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_service_has_no_public_ip(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     service = graph.one(SERVICE)
@@ -133,7 +133,7 @@ def test_service_has_no_public_ip(stack_graph: GraphFor, stack: str) -> None:
     assert service.get("networkConfiguration.subnets") == graph.outputs["private_subnet_ids"]
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_autoscaling_per_preset_with_both_tracking_policies(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     target = graph.one("aws:appautoscaling/target:Target")
@@ -149,7 +149,7 @@ def test_autoscaling_per_preset_with_both_tracking_policies(stack_graph: GraphFo
     assert graph.one(SERVICE).get("desiredCount") == _expected(graph)["tasks"][0]
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_passwords_and_flask_key_reach_the_task_only_as_secret_references(
     stack_graph: GraphFor, stack: str
 ) -> None:
@@ -210,7 +210,7 @@ def test_only_the_alb_is_open_to_the_internet_and_only_on_80_and_443(
             assert not set(rule.get("cidrBlocks", [])) & WORLD, group.name
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_container_is_non_root_and_read_only_when_the_image_allows(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     container = _container(graph)
@@ -224,7 +224,7 @@ def test_container_is_non_root_and_read_only_when_the_image_allows(stack_graph: 
     assert graph.one(SERVICE).get("enableExecuteCommand") is False
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_database_is_reachable_only_from_the_service(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     prefix = _prefix(graph)
@@ -237,7 +237,7 @@ def test_database_is_reachable_only_from_the_service(stack_graph: GraphFor, stac
     assert graph.one(SERVICE).get("networkConfiguration.securityGroups") == [service_group]
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     log_group = graph.named(f"{_prefix(graph)}-compute-logs")
@@ -253,7 +253,7 @@ def test_log_group_is_the_one_the_execution_role_may_write(stack_graph: GraphFor
     assert task.get("taskRoleArn") == graph.outputs["runtime_role_arn"]
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_image_is_built_into_the_repository_the_execution_role_may_pull(
     stack_graph: GraphFor, stack: str
 ) -> None:
@@ -293,7 +293,7 @@ def test_alb_protection_and_access_logs_follow_the_preset(stack_graph: GraphFor,
         assert log_bucket == []
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_alarms_use_the_configured_thresholds(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     alarms = {r.name.removeprefix(f"{_prefix(graph)}-monitoring-"): r for r in graph.of_type(ALARM)}
@@ -326,7 +326,7 @@ def test_staging_alarm_override_reaches_the_alarm(stack_graph: GraphFor) -> None
     assert latency.get("threshold") == 0.8
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_outputs_tell_smoke_where_the_stack_is(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     outputs = graph.outputs

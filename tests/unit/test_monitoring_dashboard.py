@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from edge_harness import STACKS
+from edge_harness import ECS_STACKS, STACKS
 from test_edge_stacks import _settings
 
 from infra.monitoring import dashboard_url, maintenance_report_pattern
@@ -36,7 +36,7 @@ def _dimensions(metric: list[Any]) -> dict[str, str]:
     return dict(zip(plain[::2], plain[1::2], strict=True))
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_dashboard_widgets_name_this_stacks_resources(stack_graph: GraphFor, stack: str) -> None:
     graph = stack_graph(stack)
     body = _body(graph)
@@ -82,7 +82,7 @@ def test_dashboard_widgets_name_this_stacks_resources(stack_graph: GraphFor, sta
     assert MOCK_ACCOUNT_ID not in text and "arn:" not in text
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_maintenance_outcomes_are_counted_from_the_tasks_json_report(
     stack_graph: GraphFor, stack: str
 ) -> None:

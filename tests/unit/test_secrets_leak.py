@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from infra.secrets import ADMIN_PASSWORD_SPECIALS, DB_PASSWORD_SPECIALS
-from preview.offline import SECRET_SENTINEL, Secret, iter_plain_strings, list_stacks, unwrap
+from preview.offline import SECRET_SENTINEL, Secret, iter_plain_strings, list_stacks, stack_backend, unwrap
 
 STACK_FILES = list_stacks()
 GENERATOR_TYPE = "random:index/randomPassword:RandomPassword"
@@ -131,7 +131,14 @@ def test_mlflow_encryption_keys_are_generated_stored_and_read_only_by_the_server
         for role_policy in graph.of_type("aws:iam/rolePolicy:RolePolicy")
         if any(arn in str(role_policy.inputs.get("policy")) for arn in arns)
     ]
-    assert readers and all(name.endswith("-execution-policy") for name in readers), readers
+    # ECS: the server's execution role injects them. Kubernetes: External Secrets' reader role
+    # (or, with the CSI driver, the server pods' own role) fetches them into the cluster.
+    reader_suffix = (
+        "-execution-policy"
+        if stack_backend(stack) == "ecs"
+        else ("-mlflow-secrets-policy", "-mlflow-server-policy")
+    )
+    assert readers and all(name.endswith(reader_suffix) for name in readers), readers
     assert not any("maint" in name or "operations" in name for name in readers), readers
 
 
