@@ -42,9 +42,10 @@ status: install
 smoke: install
 	$(RUN)/mlflow-stack smoke --local
 
-## test: build the docs, lint, then every test (unit, policies, integration on a fresh local stack)
+## test: build the docs, lint, then every test (unit, policies, integration on a fresh local stack);
+## the two halves of the suite run side by side (tests/run_layers.py)
 test: install docs lint
-	$(RUN)/pytest
+	$(RUN)/python tests/run_layers.py
 
 test-unit: install
 	$(RUN)/pytest tests/unit tests/policies

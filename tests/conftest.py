@@ -16,18 +16,23 @@ TESTS_DIR = Path(__file__).parent
 REQUIRED_LAYERS = ("unit", "policies", "integration", "reliability")
 
 
-def _is_full_suite_run(config: pytest.Config) -> bool:
+def _required_layers(config: pytest.Config) -> tuple[str, ...]:
+    """Every layer for a full run; for a run of whole layer folders (tests/run_layers.py runs the
+    suite as two such halves), each of those layers. Anything narrower is a developer's own run."""
     args = [Path(a).resolve() for a in config.args if not a.startswith("-")]
-    if not args:
-        return True
-    return all(a in (TESTS_DIR.resolve(), TESTS_DIR.parent.resolve()) for a in args)
+    if not args or all(a in (TESTS_DIR.resolve(), TESTS_DIR.parent.resolve()) for a in args):
+        return REQUIRED_LAYERS
+    layers = {layer: (TESTS_DIR / layer).resolve() for layer in REQUIRED_LAYERS}
+    named = tuple(layer for layer, path in layers.items() if path in args)
+    return named if len(named) == len(args) else ()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
-    if not _is_full_suite_run(config) or config.getoption("keyword") or config.getoption("markexpr"):
+    required = _required_layers(config)
+    if not required or config.getoption("keyword") or config.getoption("markexpr"):
         return
-    per_layer = {layer: 0 for layer in REQUIRED_LAYERS}
+    per_layer = {layer: 0 for layer in required}
     for item in session.items:
         relative = Path(str(item.path)).resolve().relative_to(TESTS_DIR.resolve())
         if relative.parts and relative.parts[0] in per_layer:
