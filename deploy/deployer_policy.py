@@ -17,6 +17,9 @@ name), and each group of actions gets the narrowest Resource this stack allows:
 The documents are split to fit IAM's managed policy size, 6,144 characters not counting white space
 (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html); a role may have 10
 managed policies attached by default, 20 at most.
+
+Why this file is long: each scope of deploy/deployer_actions.py becomes ARNs here, and the scopes
+must be read together to see that no statement is wider than its resource type allows.
 """
 
 from __future__ import annotations
@@ -349,8 +352,7 @@ class _StackArns:
             table.SECRETS: [
                 self.arn("secretsmanager", f"secret:{pattern}") for pattern in self.secret_patterns()
             ],
-            # The name is RDS' own (`rds!db-<uuid>`, the uuid unknown before creation).
-            table.RDS_MANAGED_SECRET: [self.arn("secretsmanager", "secret:rds!db-*")],
+            table.RDS_MANAGED_SECRET: [self.arn("secretsmanager", "secret:rds!db-*")],  # named by RDS
             table.LOG_GROUP: [
                 self.arn("logs", f"log-group:{name}{suffix}")
                 for name in self.names("aws:cloudwatch/logGroup:LogGroup")

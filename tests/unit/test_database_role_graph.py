@@ -21,10 +21,13 @@ import pytest
 from infra.database import APP_USERNAME, MASTER_RESERVED_CONNECTIONS, MASTER_USERNAME
 from infra.settings import build_settings
 from infra.settings.models import connections_at_full_scale
-from preview.offline import ResourceGraph, iter_plain_strings, list_stacks
+from preview.offline import ResourceGraph, iter_plain_strings, list_stacks, stack_backend
 from server import contract
 
 STACK_FILES = list_stacks()
+ECS_STACKS = [s for s in STACK_FILES if stack_backend(s) == "ecs"]
+# Kubernetes stacks run the same bootstrap as the migration Job's init container:
+# tests/unit/test_kubernetes_stacks.py checks it there.
 RDS = "aws:rds/instance:Instance"
 TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -47,7 +50,9 @@ def _containers(task: Any) -> dict[str, dict[str, Any]]:
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("environment", [])}
+    # ECS container definitions say `environment`; Kubernetes containers say `env`.
+    entries = container.get("environment", container.get("env", []))
+    return {e["name"]: e["value"] for e in entries if "value" in e}
 
 
 def _secrets(container: dict[str, Any]) -> dict[str, str]:
@@ -75,7 +80,7 @@ def test_rds_manages_the_master_password_and_pulumi_never_holds_it(stack_graph, 
     assert graph.outputs["db_user"] == APP_USERNAME
 
 
-@pytest.mark.parametrize("stack", STACK_FILES)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_only_the_bootstrap_container_receives_the_master_password(stack_graph, stack):
     graph = stack_graph(stack)
     master_secret = _master_secret_arn(graph)
@@ -103,13 +108,18 @@ def test_the_application_role_leaves_the_master_room_to_connect(stack_graph, sta
     raw = {key.removeprefix("mlflow-stack:"): value for key, value in graph.config.items()}
     region = raw.pop("aws:region", None)
     settings = build_settings(graph.stack, region, {k: v for k, v in raw.items() if ":" not in k})
-    limit = int(_env(_containers(_server_task(graph))["db-bootstrap"])[contract.DB_APP_CONNECTION_LIMIT.name])
+    if stack_backend(stack) == "ecs":
+        bootstrap_env = _env(_containers(_server_task(graph))["db-bootstrap"])
+    else:
+        [init] = graph.one("kubernetes:batch/v1:Job").get("spec.template.spec.initContainers")
+        bootstrap_env = _env(init)
+    limit = int(bootstrap_env[contract.DB_APP_CONNECTION_LIMIT.name])
     assert limit == settings.database.max_connections - MASTER_RESERVED_CONNECTIONS
     # Every replica the autoscaler may run, every pool full, fits under the role's limit.
     assert connections_at_full_scale(settings.server) <= limit
 
 
-@pytest.mark.parametrize("stack", STACK_FILES)
+@pytest.mark.parametrize("stack", ECS_STACKS)
 def test_execution_role_reads_the_master_secret_and_the_task_role_does_not(stack_graph, stack):
     graph = stack_graph(stack)
     master_secret = _master_secret_arn(graph)
