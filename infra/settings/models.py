@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from infra.settings.limits import (
     ARCHIVED_STORAGE_CLASSES,
+    AUTH_LISTENER_CONNECTIONS_PER_WORKER,
     CONFIG_NAMESPACE,
     ENGINES_PER_WORKER,
     ENVIRONMENTS,
@@ -501,5 +502,8 @@ def _problem(key: str, what: str, fix: str) -> str:
 
 def connections_at_full_scale(server: ServerSettings) -> int:
     """PostgreSQL connections the server can hold at maxReplicas, every pool full."""
-    per_worker = ENGINES_PER_WORKER * (server.db_pool_size + server.db_max_overflow)
+    per_worker = (
+        ENGINES_PER_WORKER * (server.db_pool_size + server.db_max_overflow)
+        + AUTH_LISTENER_CONNECTIONS_PER_WORKER
+    )
     return server.max_replicas * (server.workers * per_worker + MAIN_PROCESS_CONNECTIONS_PER_REPLICA)
