@@ -42,25 +42,25 @@ _SEED_SQL = (
     """
     INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status,
                       start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)
-    SELECT md5(%(prefix)s || g), 'scale-' || g, 'LOCAL', '', '', 'bench', 'FINISHED',
+    SELECT md5(%(prefix)s::text || g), 'scale-' || g, 'LOCAL', '', '', 'bench', 'FINISHED',
            %(epoch)s + g, %(epoch)s + g + 1000, '', 'active', 's3://bench/scale/' || g, %(experiment)s
-    FROM generate_series(%(first)s, %(last)s) AS g
+    FROM generate_series(%(first)s::int, %(last)s::int) AS g
     """,
     """
     INSERT INTO params (key, value, run_uuid)
-    SELECT 'learning_rate', ((g %% 100) / 1000.0)::text, md5(%(prefix)s || g)
-    FROM generate_series(%(first)s, %(last)s) AS g
+    SELECT 'learning_rate', ((g %% 100) / 1000.0)::text, md5(%(prefix)s::text || g)
+    FROM generate_series(%(first)s::int, %(last)s::int) AS g
     """,
     """
     INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan)
-    SELECT 'loss', ((g * 7919 + s) %% 1000) / 1000.0, %(epoch)s + g + s, md5(%(prefix)s || g), s, false
-    FROM generate_series(%(first)s, %(last)s) AS g, generate_series(0, %(steps)s - 1) AS s
+    SELECT 'loss', ((g * 7919 + s) %% 1000) / 1000.0, %(epoch)s + g + s, md5(%(prefix)s::text || g), s, false
+    FROM generate_series(%(first)s::int, %(last)s::int) AS g, generate_series(0, %(steps)s::int - 1) AS s
     """,
     """
     INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
     SELECT 'loss', ((g * 7919 + %(steps)s - 1) %% 1000) / 1000.0, %(epoch)s + g + %(steps)s - 1,
-           %(steps)s - 1, false, md5(%(prefix)s || g)
-    FROM generate_series(%(first)s, %(last)s) AS g
+           %(steps)s - 1, false, md5(%(prefix)s::text || g)
+    FROM generate_series(%(first)s::int, %(last)s::int) AS g
     """,
 )
 
