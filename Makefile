@@ -62,9 +62,11 @@ lint: install
 	$(RUN)/ruff check .
 	$(RUN)/ruff format --check .
 
-## bench: load benchmark (the kit vs stock MLflow, same run) and cleanup benchmark -> bench/RESULTS.md
+## bench: load benchmarks (mixed traffic; authenticated writes as a user and as the admin; the kit vs
+## stock MLflow, same run) and cleanup benchmark -> bench/RESULTS.md
 bench: install
 	$(RUN)/python -m bench.bench_load
+	$(RUN)/python -m bench.bench_writes
 	$(RUN)/python -m bench.bench_cleanup
 
 ## image: build server/Dockerfile for linux/arm64, push it to ECR and print the stack's server.image

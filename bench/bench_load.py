@@ -113,14 +113,19 @@ def _prepare(target: Target, admin: tuple[str, str] | None) -> None:
 
 
 def _measure(
-    target: Target, postgres: ProcessRecord | None, clients: int, warmup: float, seconds: float
+    target: Target,
+    postgres: ProcessRecord | None,
+    clients: int,
+    warmup: float,
+    seconds: float,
+    workload: str = "mixed",
 ) -> None:
     """One round: warm-up (not counted), then the measured window, CPU sampled at its edges."""
     logs: list[ClientLog] = []
     start = time.monotonic()
     worker = threading.Thread(
         target=lambda: logs.extend(
-            run_clients(target.client, target.experiment_id, clients, warmup + seconds)
+            run_clients(target.client, target.experiment_id, clients, warmup + seconds, workload)
         )
     )
     worker.start()

@@ -7,7 +7,7 @@ Starts an embedded PostgreSQL, then for each mode runs MLflow's Flask app in a f
 reports the CPU time per `runs/log-batch`. `--profile` adds the top functions of the non-admin run.
 Modes: `noauth` (stock app), `admin` (basic-auth, credential cache on, admin user: permission checks
 skipped), `user` (basic-auth, credential cache on, a non-admin user who owns the experiment), `kit`
-(as `user`, with the kit's server/hot_paths.py installed).
+(as `user`, with the kit's server/hot_paths.py and server/auth_cache.py installed).
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ def _measure(mode: str, requests: int, profile: bool) -> None:
         from mlflow.server.auth import create_app, store
 
         create_app(app)
+        if mode == "kit":
+            from server import auth_cache
+
+            auth_cache.install()  # after basic-auth's store exists, as server/app.py does
         password = secrets.token_hex(12)
         store.create_user(f"user-{mode}", password, is_admin=mode == "admin")  # kit: non-admin too
         token = base64.b64encode(f"user-{mode}:{password}".encode()).decode()
@@ -95,11 +99,11 @@ def _measure(mode: str, requests: int, profile: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_auth", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--profile", action="store_true", help="cProfile the non-admin run")
+    parser.add_argument("--profile", action="store_true", help="cProfile the kit's (non-admin) run")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.mode:
-        _measure(args.mode, args.requests, args.profile and args.mode == "user")
+        _measure(args.mode, args.requests, args.profile and args.mode == "kit")
         return 0
     cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     with (

@@ -150,22 +150,28 @@ def render(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path: Path, body: str) -> None:
+def replace_section(
+    path: Path,
+    body: str,
+    title: str = SECTION_TITLE,
+    begin_marker: str = BEGIN_MARKER,
+    end_marker: str = END_MARKER,
+) -> None:
     """Replace the generated block of our section (or create the section); every other section,
     and any hand-written note in ours outside the markers, stays byte for byte."""
-    block = f"{BEGIN_MARKER}\n{body.rstrip()}\n{END_MARKER}\n"
+    block = f"{begin_marker}\n{body.rstrip()}\n{end_marker}\n"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == title), None)
     if start is None:
-        path.write_text(text.rstrip("\n") + f"\n\n{SECTION_TITLE}\n\n{block}", encoding="utf-8")
+        path.write_text(text.rstrip("\n") + f"\n\n{title}\n\n{block}", encoding="utf-8")
         return
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     section = "".join(lines[start:end])
-    if BEGIN_MARKER in section and END_MARKER in section:
-        head, _, rest = section.partition(BEGIN_MARKER)
-        _, _, tail = rest.partition(END_MARKER)
+    if begin_marker in section and end_marker in section:
+        head, _, rest = section.partition(begin_marker)
+        _, _, tail = rest.partition(end_marker)
         section = head + block + tail.removeprefix("\n")
     else:
-        section = f"{SECTION_TITLE}\n\n{block}\n"
+        section = f"{title}\n\n{block}\n"
     path.write_text("".join(lines[:start]) + section + "".join(lines[end:]), encoding="utf-8")

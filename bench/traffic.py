@@ -37,6 +37,8 @@ BATCHES_PER_RUN = 50
 METRIC_KEYS = ("loss", "accuracy", "learning_rate", "grad_norm")
 STEPS_PER_BATCH = 5
 ARTIFACT_BYTES = 4096
+# The writes-only workload (bench/bench_writes.py): one `log-batch` of this many metrics per step.
+WRITE_METRIC_KEYS = tuple(f"metric_{i}" for i in range(10))
 MAX_REQUESTS_PER_CLIENT = 100_000
 REQUEST_TIMEOUT = 30.0
 
@@ -101,6 +103,14 @@ class TrackingClient:
         params = [{"key": f"param_{batch_index}_{i}", "value": f"value-{batch_index}-{i}"} for i in range(2)]
         tags = [{"key": "phase", "value": f"epoch-{batch_index}"}]
         self.post("runs/log-batch", {"run_id": run_id, "metrics": metrics, "params": params, "tags": tags})
+
+    def log_metrics(self, run_id: str, step: int) -> None:
+        now = int(time.time() * 1000)
+        metrics = [
+            {"key": key, "value": 1.0 / (step + 1), "timestamp": now, "step": step}
+            for key in WRITE_METRIC_KEYS
+        ]
+        self.post("runs/log-batch", {"run_id": run_id, "metrics": metrics})
 
     def search_runs(self, experiment_id: str) -> None:
         self.post(
@@ -174,16 +184,51 @@ def _client_loop(
         client.close()
 
 
+def _writer_loop(
+    make_client: Callable[[], TrackingClient],
+    experiment_id: str,
+    client_index: int,
+    stop_at: float,
+    log: ClientLog,
+) -> None:
+    """What a training job's logging does: one run, then a `log-batch` of 10 metrics per step."""
+    client = make_client()
+    try:
+        started = time.monotonic()
+        run_id = client.create_run(experiment_id, f"bench-writer-{client_index}-{uuid.uuid4().hex[:8]}")
+        log.samples.append(Sample("create-run", started, time.monotonic() - started))
+        for step in range(MAX_REQUESTS_PER_CLIENT):
+            if time.monotonic() >= stop_at:
+                return
+            started = time.monotonic()
+            error = None
+            try:
+                client.log_metrics(run_id, step)
+            except (ApiError, requests.RequestException) as exc:
+                error = str(exc)
+            log.samples.append(Sample("log-batch", started, time.monotonic() - started, error))
+    except Exception as exc:  # a bug in the workload itself (or no run): report it, never hang the run
+        log.fatal = repr(exc)
+    finally:
+        client.close()
+
+
+WORKLOADS = {"mixed": _client_loop, "writes": _writer_loop}
+
+
 def run_clients(
-    make_client: Callable[[], TrackingClient], experiment_id: str, clients: int, seconds: float
+    make_client: Callable[[], TrackingClient],
+    experiment_id: str,
+    clients: int,
+    seconds: float,
+    workload: str = "mixed",
 ) -> list[ClientLog]:
     """Run `clients` concurrent clients for `seconds` (each request also bounded by its timeout)."""
     stop_at = time.monotonic() + seconds
     logs = [ClientLog() for _ in range(clients)]
+    loop = WORKLOADS[workload]
     threads = [
-        threading.Thread(
-            target=_client_loop, args=(make_client, experiment_id, i, stop_at, logs[i]), daemon=True
-        )
+        threading.Thread(target=loop, args=(make_client, experiment_id, i, stop_at, logs[i]), daemon=True)
         for i in range(clients)
     ]
     for thread in threads:

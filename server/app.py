@@ -218,10 +218,11 @@ def create_app() -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from server import contract, errors, hot_paths
+    from server import auth_cache, contract, errors, hot_paths
 
+    fast_paths = os.environ.get(contract.HOT_PATHS.name, contract.HOT_PATHS.default) == "true"
     # Before anything creates a store: the session-maker change applies when a store is built.
-    if os.environ.get(contract.HOT_PATHS.name, contract.HOT_PATHS.default) == "true":
+    if fast_paths:
         hot_paths.install()
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
@@ -243,6 +244,9 @@ def create_app() -> Any:
     for error in (SQLAlchemyError, psycopg.Error):
         flask_app.register_error_handler(error, _database_error)
     asgi_app = create_basic_auth_app(flask_app)
+    if fast_paths:
+        # After basic-auth built its store: remember its answers, invalidated by the auth DB.
+        auth_cache.install()
     flask_app.before_request(catch_mlflow_exception(_check_webhook))
     artifact_access.install(
         flask_app,

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from server.auth_change_signal import install_auth_change_triggers
 from server.settings import ServerSettings
 
 _logger = logging.getLogger("mlflow_stack.server")
@@ -240,6 +241,7 @@ def prepare_databases(settings: ServerSettings) -> PreparationReport:
             auth_migrated, auth_before, auth_rev = _migrate_auth(
                 sqlalchemy_uri(settings, settings.auth_db_name)
             )
+            install_auth_change_triggers(sqlalchemy_uri(settings, settings.auth_db_name))
             _bootstrap_admin()
     finally:
         conn.close()

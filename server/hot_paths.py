@@ -21,7 +21,8 @@ with 8 clients most of a worker's CPU went to work whose result was never used.
    makes `json.dumps` fall back from its C encoder to the pure-Python one and adds ~30 % whitespace
    to each body; the JSON value is identical, only the whitespace between tokens differs.
 
-`MLFLOW_STACK_HOT_PATHS=false` turns all four off (the escape hatch, and the benchmark's ablation).
+`MLFLOW_STACK_HOT_PATHS=false` turns all four off (the escape hatch, and the benchmark's ablation),
+together with the authorization cache (server/auth_cache.py), which the same setting governs.
 tests/unit/test_server_hot_paths.py pins the MLflow internals these rely on, so an MLflow upgrade
 that changes them fails the build instead of silently changing behaviour.
 """

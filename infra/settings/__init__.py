@@ -33,6 +33,7 @@ from infra.settings.compute import (
 )
 from infra.settings.limits import (
     ARCHIVED_STORAGE_CLASSES,
+    AUTH_LISTENER_CONNECTIONS_PER_WORKER,
     CONFIG_NAMESPACE,
     CONNECTION_BUDGET_FRACTION,
     ENGINES_PER_WORKER,
@@ -88,6 +89,7 @@ from infra.settings.presets import (
 
 __all__ = [
     "ARCHIVED_STORAGE_CLASSES",
+    "AUTH_LISTENER_CONNECTIONS_PER_WORKER",
     "CONFIG_NAMESPACE",
     "CONNECTION_BUDGET_FRACTION",
     "CROSS_CHECKS",

@@ -9,6 +9,7 @@ from typing import Any
 
 from infra.settings.compute import kubernetes_checks, kubernetes_pod_size
 from infra.settings.limits import (
+    AUTH_LISTENER_CONNECTIONS_PER_WORKER,
     CONNECTION_BUDGET_FRACTION,
     ENGINES_PER_WORKER,
     FARGATE_MEMORY_BY_CPU,
@@ -45,10 +46,11 @@ def _connection_budget(ctx: dict[str, Any]) -> list[str]:
         _problem(
             "server.maxReplicas",
             f"at full scale the server can open {used} PostgreSQL connections "
-            f"(maxReplicas {server.max_replicas} x (workers {server.workers} x {ENGINES_PER_WORKER} engines "
+            f"(maxReplicas {server.max_replicas} x (workers {server.workers} x ({ENGINES_PER_WORKER} engines "
             f"(tracking, registry, auth) x (dbPoolSize {server.db_pool_size} + dbMaxOverflow "
-            f"{server.db_max_overflow}) + {MAIN_PROCESS_CONNECTIONS_PER_REPLICA} held by the replica's main "
-            f"process)), over {int(CONNECTION_BUDGET_FRACTION * 100)}% of "
+            f"{server.db_max_overflow}) + {AUTH_LISTENER_CONNECTIONS_PER_WORKER} auth-change listener) + "
+            f"{MAIN_PROCESS_CONNECTIONS_PER_REPLICA} held by the replica's main process)), "
+            f"over {int(CONNECTION_BUDGET_FRACTION * 100)}% of "
             f"{database.instance_class}'s max_connections {database.max_connections} ({budget})",
             "lower server.maxReplicas, server.workers, server.dbPoolSize or server.dbMaxOverflow, "
             "or choose a larger database.instanceClass",

@@ -16,6 +16,10 @@ ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
 # both `_engine_map`), and basic-auth opens a third for its users/permissions DB
 # (mlflow/server/auth/sqlalchemy_store.py). Checked in MLflow 3.17.
 ENGINES_PER_WORKER = 3
+# Plus one connection per worker outside those pools: the authorization cache's listener, which
+# LISTENs on the auth database for changes (server/auth_cache.py). Counted on the local stack
+# (pg_stat_activity by application_name, tests/reliability/test_reliability_revocation.py).
+AUTH_LISTENER_CONNECTIONS_PER_WORKER = 1
 # Connections the replica's main process (the entrypoint, which runs MLflow's `server` command)
 # keeps open besides its workers: MLflow initialises the tracking/registry stores and the auth
 # store there before starting uvicorn, and their pools keep one connection each to both

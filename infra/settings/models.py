@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from infra.settings.compute import ComputeSettings, KubernetesSettings
 from infra.settings.limits import (
     ARCHIVED_STORAGE_CLASSES,
+    AUTH_LISTENER_CONNECTIONS_PER_WORKER,
     CONFIG_NAMESPACE,
     ENGINES_PER_WORKER,
     ENVIRONMENTS,
@@ -507,5 +508,8 @@ def _problem(key: str, what: str, fix: str) -> str:
 
 def connections_at_full_scale(server: ServerSettings) -> int:
     """PostgreSQL connections the server can hold at maxReplicas, every pool full."""
-    per_worker = ENGINES_PER_WORKER * (server.db_pool_size + server.db_max_overflow)
+    per_worker = (
+        ENGINES_PER_WORKER * (server.db_pool_size + server.db_max_overflow)
+        + AUTH_LISTENER_CONNECTIONS_PER_WORKER
+    )
     return server.max_replicas * (server.workers * per_worker + MAIN_PROCESS_CONNECTIONS_PER_REPLICA)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from infra.settings import (
+    AUTH_LISTENER_CONNECTIONS_PER_WORKER,
     ENGINES_PER_WORKER,
     MAIN_PROCESS_CONNECTIONS_PER_REPLICA,
     SECTION_MODELS,
@@ -158,7 +159,8 @@ def test_connection_budget_exceeded():
     error = problems("dev", server={"maxReplicas": 10, "workers": 4, "dbPoolSize": 5, "dbMaxOverflow": 5})
     text = str(error)
     assert "mlflow-stack:server.maxReplicas" in text
-    used = 10 * (4 * ENGINES_PER_WORKER * (5 + 5) + MAIN_PROCESS_CONNECTIONS_PER_REPLICA)
+    per_worker = ENGINES_PER_WORKER * (5 + 5) + AUTH_LISTENER_CONNECTIONS_PER_WORKER
+    used = 10 * (4 * per_worker + MAIN_PROCESS_CONNECTIONS_PER_REPLICA)
     assert f"open {used} PostgreSQL connections" in text
     assert "over 80% of db.t4g.micro's max_connections 112 (89)" in text
     assert "larger database.instanceClass" in text
@@ -171,10 +173,11 @@ def test_connection_budget_exceeded():
 
 
 def test_connection_budget_boundary_is_80_percent():
-    # db.t4g.small: 225 connections, budget 180. 2 replicas x (2 workers x 3 engines x 14 + 4) = 176
-    # fits; one more overflow connection per engine (2 x (2 x 3 x 15 + 4) = 188) does not.
+    # db.t4g.small: 225 connections, budget 180. 2 replicas x (2 workers x (3 engines x 14 + 1
+    # listener) + 4) = 180 fits; one more overflow connection per engine (2 x (2 x (3 x 15 + 1) + 4)
+    # = 192) does not.
     fits = {"maxReplicas": 2, "workers": 2, "dbPoolSize": 7, "dbMaxOverflow": 7}
-    assert settings("staging", server=fits).max_db_connections_used == 176
+    assert settings("staging", server=fits).max_db_connections_used == 180
     problems("staging", server={**fits, "dbMaxOverflow": 8})
 
 
