@@ -58,3 +58,5 @@ def test_the_runner_fails_when_either_half_fails(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "suite FAILED" in done.stdout and "integration + reliability (exit" in done.stdout
     assert "unit + policies: pytest exit 0" in done.stdout
+    # The slow half reports live, the fast half after it: one report each, never interleaved.
+    assert done.stdout.index("integration + reliability (live") < done.stdout.index("===== unit + policies")
