@@ -20,6 +20,8 @@ from dataclasses import dataclass
 APP_NAME_ARGS: tuple[str, ...] = ("--app-name", "basic-auth")
 ENTRYPOINT: tuple[str, ...] = ("python", "-m", "server.entrypoint")
 COMMAND: tuple[str, ...] = ("serve", *APP_NAME_ARGS)
+# Everything `serve` does before serving, then exit: the one-off migration run of a deploy.
+MIGRATE_COMMAND: tuple[str, ...] = ("migrate", *APP_NAME_ARGS)
 
 CONTAINER_PORT = 8080
 HEALTH_PATH = "/health"

@@ -52,7 +52,9 @@ def _drop_secret_variables() -> None:
         os.environ.pop(setting.name, None)
 
 
-def serve(app_name: str) -> int:
+def serve(app_name: str, *, migrate_only: bool = False) -> int:
+    """With `migrate_only` (`python -m server.entrypoint migrate`): steps 1-3 and exit 0 — the
+    one-off migration run of a deploy (an ECS task, a Kubernetes Job), see docs/upgrading.md."""
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -65,7 +67,7 @@ def serve(app_name: str) -> int:
 
     auth_config_path = write_auth_config(settings)
     try:
-        return _prepare_and_run(settings, app_name, auth_config_path)
+        return _prepare_and_run(settings, app_name, auth_config_path, migrate_only)
     finally:
         # The private dir holds the auth config (admin password), libpq's password file and the
         # workers' keys. Workers (and uvicorn's restarts of them) read them while the server runs,
@@ -73,7 +75,9 @@ def serve(app_name: str) -> int:
         shutil.rmtree(auth_config_path.parent, ignore_errors=True)
 
 
-def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: Path) -> int:
+def _prepare_and_run(
+    settings: ServerSettings, app_name: str, auth_config_path: Path, migrate_only: bool
+) -> int:
     from server.command import server_arguments, server_environment
     from server.database import PASSFILE_ENV, DatabaseUnavailable, prepare_databases, write_passfile
     from server.worker_secrets import use_worker_app, write_worker_secrets
@@ -98,6 +102,9 @@ def _prepare_and_run(settings: ServerSettings, app_name: str, auth_config_path: 
     except DatabaseUnavailable as exc:
         _logger.error("%s", exc)
         return EXIT_DATABASE
+    if migrate_only:
+        _logger.info("databases ready; not serving (migrate)")
+        return 0
 
     arguments = server_arguments(settings, app_name)
     _logger.info("starting: mlflow %s", " ".join(arguments))
@@ -139,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve_parser = subparsers.add_parser("serve", help="validate settings, prepare the databases, run MLflow")
     serve_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
+    migrate_parser = subparsers.add_parser(
+        contract.MIGRATE_COMMAND[0],
+        help="what `serve` does before serving (back up, migrate, apply the admin secret), then exit",
+    )
+    migrate_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
     subparsers.add_parser(
         contract.BOOTSTRAP_COMMAND[0],
         help="with the master credentials: create or refresh the application role and hand it the databases",
@@ -151,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     if args.command == contract.BOOTSTRAP_COMMAND[0]:
         return bootstrap_db()
-    return serve(args.app_name)
+    return serve(args.app_name, migrate_only=args.command == contract.MIGRATE_COMMAND[0])
 
 
 if __name__ == "__main__":

@@ -201,6 +201,7 @@ def upgraded(cluster: Cluster, seeded: Seeded, pick_free_ports) -> Iterator[tupl
         admin_file,
         **{
             contract.AUTH_LEGACY_DENIES.name: "convert",
+            contract.AUTH_CACHE_TTL_SECONDS.name: "0",
             contract.BACKUP_DIR.name: str(backups),
             contract.PG_DUMP.name: str(POSTGRES_BIN_PATH / "pg_dump"),
         },
@@ -282,41 +283,31 @@ def test_the_admin_secret_is_authoritative_and_rotates(
 ) -> None:
     port, admin_file, _, _ = upgraded
     whoami = "/api/2.0/mlflow/users/get?username=reader"
+    reader = ("reader", seeded.passwords["reader"])
     current = admin_file.read_text(encoding="utf-8")
     assert _status(port, whoami, "admin", current) == 200
     assert _status(port, whoami, "admin", OLD_ADMIN_PASSWORD) == 401
 
-    # Rotation: a new value in the secret, then a (re)start of the service.
+    # Rotation: a new value in the secret, then the deploy's migration run (or any replica's start)
+    # applies it. The running replica checks the stored hash (its credential cache is off here;
+    # with the cache, a worker keeps accepting the old password for auth_cache_ttl_seconds).
     rotated_file = cluster.state_dir / "secrets" / "rotated_admin_password"
     rotated = generate_password()
     write_secret(rotated_file, rotated)
-    second_port = pick_free_ports(1).replica_base
-    log = cluster.state_dir / "legacy-rotation.log"
-    env = _env(cluster, second_port, rotated_file)
-    record = spawn(
-        "rotation", [sys.executable, *contract.ENTRYPOINT[1:], *contract.COMMAND], log, env, cwd=REPO
+    done = subprocess.run(
+        [sys.executable, *contract.ENTRYPOINT[1:], *contract.MIGRATE_COMMAND],
+        env=_env(cluster, pick_free_ports(1).replica_base, rotated_file),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
-    try:
-        wait_until(
-            lambda: _status(second_port, "/health", "-", "-") == 200,
-            what="replica",
-            timeout=240,
-            record=record,
-        )
-        assert _status(second_port, whoami, "admin", rotated) == 200
-        assert _status(second_port, whoami, "admin", current) == 401
-        # The upgrade's own steps ran once: the restart finds nothing pending and changes no grant.
-        text = log.read_text(errors="replace")
-        assert "auth database: already at f1a2b3c4d5e6" in text and "moved from registered_model" not in text
-        assert "password reset to the stack's secret" in text and rotated not in text
-        assert (
-            _status(
-                second_port,
-                f"/api/2.0/mlflow/registered-models/get?name={PROMPT}",
-                "reader",
-                seeded.passwords["reader"],
-            )
-            == 200
-        )
-    finally:
-        stop(record)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _status(port, whoami, "admin", rotated) == 200
+    assert _status(port, whoami, "admin", current) == 401
+    # The upgrade's own steps ran once: the second run finds nothing pending and changes no grant.
+    assert "auth database: already at f1a2b3c4d5e6" in done.stderr
+    assert "moved from registered_model" not in done.stderr
+    assert "password reset to the stack's secret" in done.stderr and rotated not in done.stderr
+    assert _status(port, f"/api/2.0/mlflow/registered-models/get?name={PROMPT}", *reader) == 200
