@@ -26,10 +26,11 @@ between leaves them for the next start instead of losing them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from server import contract
 from server.database import DatabaseUnavailable, _connect
@@ -162,7 +163,8 @@ def _refusal(denies: list[LegacyDeny], default_permission: str) -> str:
 def _ensure_pending_table(conn: psycopg.Connection) -> None:
     conn.execute(
         sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (step text PRIMARY KEY, recorded_at timestamptz DEFAULT now())"
+            "CREATE TABLE IF NOT EXISTS {} "
+            "(step text PRIMARY KEY, detail jsonb, recorded_at timestamptz DEFAULT now())"
         ).format(sql.Identifier(PENDING_TABLE))
     )
 
@@ -172,6 +174,7 @@ class UpgradePlan:
     state: AuthState
     pending: tuple[str, ...]  # steps to record before the schema migrations
     has_users: bool  # an auth database with data in it (not a new one)
+    denies: tuple[LegacyDeny, ...] = ()  # to keep as DENY grants (policy 'convert')
 
 
 def inspect_auth_database(settings: ServerSettings) -> UpgradePlan:
@@ -189,6 +192,7 @@ def inspect_auth_database(settings: ServerSettings) -> UpgradePlan:
         if "users" not in _tables(conn):
             return UpgradePlan(state, (), has_users=False)  # a new auth database: nothing to carry over
         pending: list[str] = []
+        to_convert: list[LegacyDeny] = []
         if _before(state.revision, ROLES_BACKFILL_REVISION, order):
             denies = legacy_denies(conn)
             policy = settings.auth_legacy_denies
@@ -196,6 +200,7 @@ def inspect_auth_database(settings: ServerSettings) -> UpgradePlan:
                 raise UpgradeRefused(_refusal(denies, settings.default_permission))
             if denies and policy == "convert":
                 pending.append(STEP_CONVERT_DENIES)
+                to_convert = denies
             elif denies:
                 _logger.warning(
                     "auth database: %d NO_PERMISSIONS grant(s) are dropped by the upgrade (%s=%s, "
@@ -207,7 +212,7 @@ def inspect_auth_database(settings: ServerSettings) -> UpgradePlan:
                 )
         if _before(state.revision, PROMPT_RELABEL_REVISION, order):
             pending.append(STEP_RELABEL_PROMPTS)
-    return UpgradePlan(state, tuple(pending), has_users=True)
+    return UpgradePlan(state, tuple(pending), has_users=True, denies=tuple(to_convert))
 
 
 def record_pending_steps(settings: ServerSettings, plan: UpgradePlan) -> None:
@@ -219,11 +224,13 @@ def record_pending_steps(settings: ServerSettings, plan: UpgradePlan) -> None:
         if plan.pending:
             _ensure_pending_table(conn)
             for step in plan.pending:
+                # The denies themselves are recorded: a later MLflow may drop the legacy tables.
+                detail = [asdict(d) for d in plan.denies] if step == STEP_CONVERT_DENIES else None
                 conn.execute(
-                    sql.SQL("INSERT INTO {} (step) VALUES (%s) ON CONFLICT DO NOTHING").format(
+                    sql.SQL("INSERT INTO {} (step, detail) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(
                         sql.Identifier(PENDING_TABLE)
                     ),
-                    (step,),
+                    (step, Jsonb(detail)),
                 )
         if plan.state.legacy_table and plan.state.revision is not None:
             _logger.info(
@@ -244,11 +251,12 @@ def record_pending_steps(settings: ServerSettings, plan: UpgradePlan) -> None:
             )
 
 
-def _pending_steps(conn: psycopg.Connection) -> set[str]:
+def _pending_steps(conn: psycopg.Connection) -> dict[str, object]:
+    """Recorded step -> its detail."""
     if PENDING_TABLE not in _tables(conn):
-        return set()
-    rows = conn.execute(sql.SQL("SELECT step FROM {}").format(sql.Identifier(PENDING_TABLE))).fetchall()
-    return {step for (step,) in rows}
+        return {}
+    query = sql.SQL("SELECT step, detail FROM {}").format(sql.Identifier(PENDING_TABLE))
+    return dict(conn.execute(query).fetchall())
 
 
 def _prompt_names(settings: ServerSettings) -> list[tuple[str, str]]:
@@ -316,7 +324,9 @@ def after_migrations(settings: ServerSettings) -> list[str]:
         prompts = _prompt_names(settings) if STEP_RELABEL_PROMPTS in pending else []
         with conn.transaction():
             if STEP_CONVERT_DENIES in pending:
-                converted = _convert_denies(conn, legacy_denies(conn))
+                recorded = pending[STEP_CONVERT_DENIES]
+                denies = [LegacyDeny(**d) for d in recorded] if isinstance(recorded, list) else []
+                converted = _convert_denies(conn, denies)
                 done.append(f"{converted} legacy NO_PERMISSIONS grant(s) kept as DENY grants")
             if STEP_RELABEL_PROMPTS in pending:
                 moved = _relabel_prompt_grants(conn, prompts)

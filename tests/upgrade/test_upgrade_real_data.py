@@ -31,7 +31,7 @@ import requests
 
 from local import s3_emulator
 from local.postgres import POSTGRES_BIN_PATH, grant_traversal
-from local.processes import ProcessRecord, spawn, stop, wait_until
+from local.processes import ProcessRecord, StartupTimeout, spawn, stop, wait_until
 from local.secret_files import write_secret
 from server import contract
 from server.database import _passfile_field
@@ -276,8 +276,11 @@ def test_upgrade_keeps_every_object_grant_and_password(
                     cwd=REPO,
                 )
             )
-        for record, port in zip(records, ports, strict=True):
-            wait_until(lambda port=port: _healthy(port), what=record.name, timeout=300, record=record)
+        for record, port, log in zip(records, ports, logs, strict=True):
+            try:
+                wait_until(lambda port=port: _healthy(port), what=record.name, timeout=300, record=record)
+            except StartupTimeout as exc:
+                raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-6000:]}") from exc
 
         joined = "\n".join(log.read_text(errors="replace") for log in logs)
         for label in ("tracking", "auth"):
