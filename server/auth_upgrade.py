@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -51,8 +52,7 @@ DEFAULT_WORKSPACE = "default"  # mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_
 LEGACY_DENY = "NO_PERMISSIONS"
 
 # Legacy per-resource tables: (table, resource type in role_permissions, SQL for the resource key).
-# The key expressions are those migration e5f6a7b8c9d0 uses (scorer names URL-quoted there; the
-# kit only lists and converts, and scorer names with '/' are rare enough to show unquoted).
+# The keys are those migration e5f6a7b8c9d0 writes (a scorer's name URL-quoted, see _resource_key).
 _LEGACY_TABLES: tuple[tuple[str, str, str], ...] = (
     ("experiment_permissions", "experiment", "experiment_id"),
     ("registered_model_permissions", "registered_model", "name"),
@@ -119,6 +119,15 @@ def _before(revision: str | None, target: str, order: list[str]) -> bool:
     return revision is None or order.index(revision) < order.index(target)
 
 
+def _resource_key(resource_type: str, key: str) -> str:
+    """A scorer's grant is keyed `<experiment id>/<URL-quoted scorer name>` (a name may hold '/');
+    the experiment id never does, so the first '/' splits the two."""
+    if resource_type != "scorer":
+        return key
+    experiment_id, _, name = key.partition("/")
+    return f"{experiment_id}/{quote(name, safe='')}"
+
+
 def legacy_denies(conn: psycopg.Connection) -> list[LegacyDeny]:
     """Per-resource NO_PERMISSIONS rows in the legacy tables (what e5f6a7b8c9d0 drops)."""
     tables = _tables(conn)
@@ -140,7 +149,9 @@ def legacy_denies(conn: psycopg.Connection) -> list[LegacyDeny]:
             "FROM {table} p JOIN users u ON u.id = p.user_id WHERE p.permission = %s ORDER BY u.username, 3"
         ).format(key=sql.SQL(key), workspace=workspace, table=sql.Identifier(table))
         for username, user_id, resource, ws in conn.execute(query, (LEGACY_DENY,)).fetchall():
-            found.append(LegacyDeny(username, user_id, resource_type, resource, ws))
+            found.append(
+                LegacyDeny(username, user_id, resource_type, _resource_key(resource_type, resource), ws)
+            )
     return found
 
 
