@@ -43,6 +43,8 @@ pytestmark = pytest.mark.upgrade
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("mlflow_client_script.py")
 REPLICAS = 3
+PROMPT = "greeting"  # the prompt mlflow_client_script.py registers
+PROMPT_KIND = "prompt"
 BUCKET = "mlflow-artifacts"
 ADMIN_PASSWORD = "admin-password-of-the-old-server"  # noqa: S105 - a throwaway test credential
 # What installing each old release needs today (newer SQLAlchemy and OpenTelemetry break them).
@@ -261,6 +263,17 @@ def test_upgrade_keeps_every_object_grant_and_password(
         host="127.0.0.1", port=cluster.port, user=APP_ROLE, password=cluster.db_password, dbname=f"{db}_auth"
     ) as conn:
         hashes_before = dict(conn.execute("SELECT username, password_hash FROM users").fetchall())
+        # Every grant the old server stored (the admin's automatic MANAGE grants included).
+        grants_before = conn.execute(
+            "SELECT u.username, 'experiment', p.experiment_id, p.permission FROM experiment_permissions p "
+            "JOIN users u ON u.id = p.user_id UNION ALL "
+            "SELECT u.username, 'registered_model', p.name, p.permission FROM registered_model_permissions p "
+            "JOIN users u ON u.id = p.user_id"
+        ).fetchall()
+    assert set(map(tuple, manifest["grants"])) <= {
+        (user, PROMPT_KIND if resource == PROMPT else kind, resource, permission)
+        for user, kind, resource, permission in grants_before
+    }
 
     ports = free_ports(REPLICAS).replica_ports(REPLICAS)
     logs = [work / f"replica-{i}.log" for i in range(REPLICAS)]
@@ -321,14 +334,20 @@ def test_upgrade_keeps_every_object_grant_and_password(
                     "JOIN users u ON u.id = a.user_id"
                 ).fetchall()
             )
-        # Every grant is stored as its 3.x equivalent, and answers as it did.
-        expected_rows = {
-            (user, kind, resource, "DENY" if permission == "NO_PERMISSIONS" else permission)
-            for user, kind, resource, permission in manifest["grants"]
+        # Every grant is stored as its 3.x equivalent (prompts in their own namespace, the deny as
+        # DENY), and every non-admin grant answers as it did (admins are never restricted).
+        assert stored == {
+            (
+                user,
+                PROMPT_KIND if resource == PROMPT else kind,
+                resource,
+                "DENY" if permission == "NO_PERMISSIONS" else permission,
+            )
+            for user, kind, resource, permission in grants_before
         }
-        assert stored == expected_rows
-        for grant in manifest["grants"]:
-            _check_grant(ports[2], manifest, *grant)
+        for user, kind, resource, permission in grants_before:
+            if user != "admin":
+                _check_grant(ports[2], manifest, user, kind, resource, permission)
 
         # A client of the old release still logs, through the upgraded server.
         logged = _client(
