@@ -85,6 +85,10 @@ def fill(manifest_path: Path) -> None:
                 child.set_inputs({"i": index})
                 child.set_outputs({"o": index * 2})
             span.set_outputs({"answer": f"a{index}"})
+    # MLflow 3 uploads a trace's spans in the background: wait for them before the process ends.
+    flush = getattr(mlflow, "flush_trace_async_logging", None)
+    if flush is not None:
+        flush(terminate=False)
 
     from mlflow.server import get_app_client
 

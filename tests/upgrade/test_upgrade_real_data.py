@@ -129,6 +129,8 @@ def _client_env(s3_port: int, port: int, user: str, password: str) -> dict[str, 
         "MLFLOW_TRACKING_USERNAME": user,
         "MLFLOW_TRACKING_PASSWORD": password,
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # A failing call should fail the test in seconds, not after minutes of backoff.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     }
 
 
@@ -257,6 +259,18 @@ def test_upgrade_keeps_every_object_grant_and_password(
         admin_env = _client_env(s3_port, old_port, "admin", ADMIN_PASSWORD)
         manifest = _client(python, "fill", work / "manifest.json", admin_env)
         before = _client(python, "snapshot", work / "before.json", admin_env)
+        # What the comparison below covers (so an empty read-back cannot pass as "equal").
+        exp_a = before["experiments"]["exp-a"]
+        assert len(exp_a["traces"]) == 2 and all(len(t["spans"]) == 2 for t in exp_a["traces"])
+        assert sum(len(e["runs"]) for e in before["experiments"].values()) == 5
+        assert all(
+            len(r["metrics"]["loss"]) == 25 and len(r["artifacts"]) == 2 for r in exp_a["runs"].values()
+        )
+        assert set(before["models"]["model-a"]["aliases"]) == {"champion", "challenger"}
+        assert before["prompts"] == {
+            "greeting/1": "Hello {{name}}!",
+            "greeting/2": "Hello {{name}}, welcome.",
+        }
     finally:
         stop(old_server)
     with psycopg.connect(
