@@ -47,11 +47,10 @@ PROMPT = "greeting"  # the prompt mlflow_client_script.py registers
 PROMPT_KIND = "prompt"
 BUCKET = "mlflow-artifacts"
 ADMIN_PASSWORD = "admin-password-of-the-old-server"  # noqa: S105 - a throwaway test credential
-# What installing each old release needs today (newer SQLAlchemy and OpenTelemetry break them).
-OLD_RELEASES = {
-    "2.22.5": ["mlflow[auth]==2.22.5", "sqlalchemy<2.1", "opentelemetry-api<1.34", "opentelemetry-sdk<1.34"],
-    "3.1.4": ["mlflow[auth]==3.1.4", "sqlalchemy<2.1"],
-}
+# What installing each old release needs today: SQLAlchemy 2.1 breaks their stores, and with
+# OpenTelemetry >= 1.34 their span processors fail to end a span (no trace is ever stored).
+OLD_PINS = ["sqlalchemy<2.1", "opentelemetry-api<1.34", "opentelemetry-sdk<1.34"]
+OLD_RELEASES = {"2.22.5": ["mlflow[auth]==2.22.5", *OLD_PINS], "3.1.4": ["mlflow[auth]==3.1.4", *OLD_PINS]}
 COMMON_PACKAGES = ["psycopg2-binary", "boto3"]
 
 
