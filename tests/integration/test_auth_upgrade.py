@@ -279,35 +279,39 @@ def test_the_admin_secret_is_authoritative_and_rotates(
     cluster: Cluster,
     seeded: Seeded,
     upgraded: tuple[int, Path, Path, Path],
-    pick_free_ports,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    from server import auth_upgrade
+    from server.admin_password import apply_admin_secret
+    from server.database import PASSFILE_ENV, write_passfile
+    from server.settings import load_settings
+
     port, admin_file, _, _ = upgraded
     whoami = "/api/2.0/mlflow/users/get?username=reader"
-    reader = ("reader", seeded.passwords["reader"])
     current = admin_file.read_text(encoding="utf-8")
+    # The start replaced the 2.x admin password with the secret's.
     assert _status(port, whoami, "admin", current) == 200
     assert _status(port, whoami, "admin", OLD_ADMIN_PASSWORD) == 401
 
-    # Rotation: a new value in the secret, then the deploy's migration run (or any replica's start)
-    # applies it. The running replica checks the stored hash (its credential cache is off here;
+    # Rotation: a new value in the secret; the next start applies it under the lock, with the same
+    # call as here. The running replica checks the stored hash (its credential cache is off here;
     # with the cache, a worker keeps accepting the old password for auth_cache_ttl_seconds).
-    rotated_file = cluster.state_dir / "secrets" / "rotated_admin_password"
+    store = SqlAlchemyStore()
+    store.init_db(_app_uri(cluster, AUTH_DB))
     rotated = generate_password()
-    write_secret(rotated_file, rotated)
-    done = subprocess.run(
-        [sys.executable, *contract.ENTRYPOINT[1:], *contract.MIGRATE_COMMAND],
-        env=_env(cluster, pick_free_ports(1).replica_base, rotated_file),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert apply_admin_secret(store, "admin", rotated) == [
+        "password reset to the stack's secret (the previous password no longer works)"
+    ]
     assert _status(port, whoami, "admin", rotated) == 200
     assert _status(port, whoami, "admin", current) == 401
-    # The upgrade's own steps ran once: the second run finds nothing pending and changes no grant.
-    assert "auth database: already at f1a2b3c4d5e6" in done.stderr
-    assert "moved from registered_model" not in done.stderr
-    assert "password reset to the stack's secret" in done.stderr and rotated not in done.stderr
-    assert _status(port, f"/api/2.0/mlflow/registered-models/get?name={PROMPT}", *reader) == 200
+    assert apply_admin_secret(store, "admin", rotated) == []  # already in step: nothing changes
+    store.engine.dispose()
+
+    # The upgrade's own steps ran once: nothing is left pending for the next start.
+    settings = load_settings(_env(cluster, port, admin_file))
+    monkeypatch.setenv(PASSFILE_ENV, str(write_passfile(settings, cluster.state_dir)))
+    plan = auth_upgrade.inspect_auth_database(settings)
+    assert (plan.state.revision, plan.pending) == ("f1a2b3c4d5e6", ())
+    assert auth_upgrade.after_migrations(settings) == []
