@@ -267,6 +267,51 @@ def test_grants_on_prompts_survive_the_split_databases(
     assert grants == [("registered_model", MODEL, "EDIT"), ("prompt", PROMPT, "READ")]
 
 
+def _dicts(value: object) -> Iterator[dict[str, object]]:
+    """Every JSON object nested in `value`."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _dicts(item)
+
+
+def test_2x_permission_endpoints_are_gone_and_the_documented_3x_ones_answer(
+    seeded: Seeded, upgraded: tuple[int, Path, Path, Path]
+) -> None:
+    """docs/upgrading.md's endpoint mapping, on the upgraded grants."""
+    port = upgraded[0]
+    admin = ("admin", upgraded[1].read_text(encoding="utf-8"))
+    old = f"/api/2.0/mlflow/registered-models/permissions/get?name={PROMPT}&username=reader"
+    assert _status(port, old, *admin) == 404
+    # Prompts are not served by the per-user endpoints (400); a user's grants list shows them.
+    listed = requests.get(
+        f"http://127.0.0.1:{port}/api/3.0/mlflow/users/permissions/list?username=reader",
+        auth=admin,
+        timeout=30,
+    )
+    assert listed.status_code == 200, listed.text
+    assert {"resource_type": "prompt", "resource_pattern": PROMPT, "permission": "READ"}.items() <= next(
+        row for row in _dicts(listed.json()) if row.get("resource_type") == "prompt"
+    ).items()
+    model = (
+        "/api/3.0/mlflow/users/permissions/get?username=reader&resource_type=registered_model"
+        f"&resource_id={MODEL}"
+    )
+    response = requests.get(f"http://127.0.0.1:{port}{model}", auth=admin, timeout=30)
+    assert response.status_code == 200 and response.json()["permission"] == "EDIT", response.text
+    denied = (
+        "/api/3.0/mlflow/users/permissions/get?username=denied&resource_type=experiment"
+        f"&resource_id={seeded.experiment_id}"
+    )
+    assert (
+        requests.get(f"http://127.0.0.1:{port}{denied}", auth=admin, timeout=30).json()["permission"]
+        == "DENY"
+    )
+
+
 def test_a_user_denied_in_2x_is_still_denied(seeded: Seeded, upgraded: tuple[int, Path, Path, Path]) -> None:
     port = upgraded[0]
     path = f"/api/2.0/mlflow/experiments/get?experiment_id={seeded.experiment_id}"
