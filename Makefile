@@ -8,7 +8,7 @@ UV := $(VENV)-tools/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: install up down status smoke test test-unit test-integration lint lock bench image docs
+.PHONY: install up down status smoke test test-unit test-integration test-upgrade lint lock bench image docs
 
 # uv itself is bootstrapped from PyPI into a private tools venv when it is not installed.
 $(VENV)-tools/bin/uv:
@@ -43,7 +43,7 @@ smoke: install
 	$(RUN)/mlflow-stack smoke --local
 
 ## test: build the docs, lint, then every test (unit, policies, integration on a fresh local stack);
-## the two halves of the suite run side by side (tests/run_layers.py)
+## the suite's runs go side by side, the upgrade tests included (tests/run_layers.py)
 test: install docs lint
 	$(RUN)/python tests/run_layers.py
 
@@ -52,6 +52,11 @@ test-unit: install
 
 test-integration: install
 	$(RUN)/pytest tests/integration
+
+## test-upgrade: MLflow 2.22.5 and 3.1.4 installed from PyPI into throwaway environments, filled by
+## their own server and client, then upgraded by N kit replicas at once (minutes; `make test` runs it too)
+test-upgrade: install
+	$(RUN)/pytest tests/upgrade
 
 ## docs: the documentation site into site/ (strict: a broken link, anchor or missing page fails);
 ## the settings, policy and command references are generated from the code at build time

@@ -12,6 +12,7 @@ State directory layout (default `.local-stack/`, mode 0700):
     caddy/                Caddyfile and Caddy's storage, including the internal CA (pki/...)
     s3-snapshot/          the emulator's objects, saved by `down` and restored by `up`
     logs/                 one log file per process
+    backups/              pg_dump of both databases, taken before each migration that changes a schema
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from local import caddy, s3_emulator
-from local.postgres import SUPERUSER, LocalPostgres, grant_traversal
+from local.postgres import POSTGRES_BIN_PATH, SUPERUSER, LocalPostgres, grant_traversal
 from local.processes import ProcessRecord, StartupTimeout, is_running, port_in_use, spawn, stop, wait_until
 from local.secret_files import SecretFiles, private_dir
 from server import contract
@@ -375,6 +376,9 @@ class LocalStack:
                 # Caddy reaches the replicas from 127.0.0.1: only its X-Forwarded-For is believed.
                 c.FORWARDED_ALLOW_IPS.name: "127.0.0.1",
                 c.ARTIFACT_CLIENT_ACCESS.name: state.artifact_client_access,
+                # A pg_dump of both databases before any migration that changes a schema.
+                c.BACKUP_DIR.name: str(self.backup_dir),
+                c.PG_DUMP.name: str(POSTGRES_BIN_PATH / "pg_dump"),
                 # Secrets by file path only: the values never enter any environment or command line.
                 c.DB_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.db_password),
                 c.ADMIN_PASSWORD.name + c.FILE_SUFFIX: str(self.secrets.admin_password),
@@ -423,6 +427,10 @@ class LocalStack:
         if done.returncode != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             raise LocalStackError(f"database bootstrap failed (exit {done.returncode}): {' | '.join(tail)}")
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.state_dir / "backups"
 
     @property
     def replica_tmp_dir(self) -> Path:

@@ -28,7 +28,8 @@ def render_auth_config(settings: ServerSettings) -> str:
         "default_permission": settings.default_permission,
         "database_uri": sqlalchemy_uri(settings, settings.auth_db_name),
         "admin_username": settings.admin_username,
-        # Only used the first time, to create the admin user; later restarts ignore it.
+        # MLflow uses it only to create the admin user; the kit applies it on every start as well
+        # (server/admin_password.py), so the stack's secret stays the admin's password.
         "admin_password": settings.admin_password,
         "authorization_function": AUTHORIZATION_FUNCTION,
         # Without it each request spends ~230 ms of CPU on a PBKDF2 check; the cache is per worker.

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 APP_NAME_ARGS: tuple[str, ...] = ("--app-name", "basic-auth")
 ENTRYPOINT: tuple[str, ...] = ("python", "-m", "server.entrypoint")
 COMMAND: tuple[str, ...] = ("serve", *APP_NAME_ARGS)
-# The Kubernetes backend's migration Job: the same start-up up to the migrations, then exit.
+# Everything `serve` does before serving, then exit: the one-off migration run of a deploy (the
+# Kubernetes backend's migration Job; an ECS one-off task).
 MIGRATE_COMMAND: tuple[str, ...] = ("migrate", *APP_NAME_ARGS)
 
 CONTAINER_PORT = 8080
@@ -163,5 +164,24 @@ BOOTSTRAP_PLAIN_SETTINGS: tuple[Setting, ...] = (
 )
 # DB_PASSWORD here is the application role's password: the bootstrap sets it on the role.
 BOOTSTRAP_SECRET_SETTINGS: tuple[Setting, ...] = (DB_PASSWORD, DB_MASTER_PASSWORD)
+
+# Upgrade settings: not part of the running service's definition. They are set for the one run
+# that migrates (the local stack sets the backup ones itself; on ECS the migration task's
+# overrides carry them, see docs/upgrading.md), each with a default that changes nothing.
+AUTH_LEGACY_DENIES_CHOICES: tuple[str, ...] = ("refuse", "convert", "drop")
+AUTH_LEGACY_DENIES = Setting(
+    "MLFLOW_STACK_AUTH_LEGACY_DENIES",
+    "what to do with MLflow 2.x explicit denies (NO_PERMISSIONS grants) that the 3.x auth migration "
+    "drops: 'refuse' (stop and list them), 'convert' (keep them as DENY grants), 'drop'",
+    "refuse",
+)
+BACKUP_DIR = Setting(
+    "MLFLOW_STACK_BACKUP_DIR",
+    "directory for a pg_dump of both databases, taken before any migration that changes a schema "
+    "(unset: no dump; on AWS the deploy takes an RDS snapshot instead)",
+    "",
+)
+PG_DUMP = Setting("MLFLOW_STACK_PG_DUMP", "the pg_dump program used for MLFLOW_STACK_BACKUP_DIR", "pg_dump")
+UPGRADE_SETTINGS: tuple[Setting, ...] = (AUTH_LEGACY_DENIES, BACKUP_DIR, PG_DUMP)
 
 FILE_SUFFIX = "_FILE"

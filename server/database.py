@@ -211,10 +211,38 @@ def _migrate_auth(uri: str) -> tuple[bool, str | None, str]:
 
 
 def _bootstrap_admin() -> None:
-    """Create the admin user under the lock, so concurrent replicas never race to insert it."""
+    """Create the admin user under the lock, so concurrent replicas never race to insert it, and
+    apply the stack's admin secret to it (server/admin_password.py)."""
     from mlflow.server import auth
 
+    from server.admin_password import apply_admin_secret
+
     auth.bootstrap_admin_user()
+    apply_admin_secret(auth.store, auth.auth_config.admin_username, auth.auth_config.admin_password)
+
+
+def _before_schema_migrations(settings: ServerSettings) -> None:
+    """Refuse an upgrade that would lose grants, back up if a schema will change, then record
+    what the kit does after the migrations (server/auth_upgrade.py, server/backup.py)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from server import auth_upgrade, backup
+
+    plan = auth_upgrade.inspect_auth_database(settings)
+    tracking_revision, tracking_has_data = backup.tracking_revision(settings)
+    change = backup.SchemaChange(
+        tracking=(tracking_revision, _get_latest_schema_revision()),
+        auth=(plan.state.revision, auth_upgrade.auth_head()),
+        has_data=tracking_has_data or plan.has_users,
+    )
+    backup.backup_before_schema_change(settings, change)
+    auth_upgrade.record_pending_steps(settings, plan)
+
+
+def _after_schema_migrations(settings: ServerSettings) -> None:
+    from server import auth_upgrade
+
+    auth_upgrade.after_migrations(settings)
 
 
 def _import_mlflow() -> None:
@@ -235,6 +263,7 @@ def prepare_databases(settings: ServerSettings) -> PreparationReport:
             created = ensure_database(conn, settings.auth_db_name)
             if created:
                 _logger.info("created auth database %r", settings.auth_db_name)
+            _before_schema_migrations(settings)
             tracking_migrated, tracking_before, tracking_rev = _migrate_tracking(
                 sqlalchemy_uri(settings, settings.db_name)
             )
@@ -243,6 +272,7 @@ def prepare_databases(settings: ServerSettings) -> PreparationReport:
             )
             install_auth_change_triggers(sqlalchemy_uri(settings, settings.auth_db_name))
             _bootstrap_admin()
+            _after_schema_migrations(settings)
     finally:
         conn.close()
     # These two lines are the contract the concurrency test counts: exactly one replica says MIGRATED.

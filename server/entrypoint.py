@@ -53,6 +53,8 @@ def _drop_secret_variables() -> None:
 
 
 def serve(app_name: str, *, migrate_only: bool = False) -> int:
+    """With `migrate_only` (`python -m server.entrypoint migrate`): steps 1-3 and exit 0 — the
+    one-off migration run of a deploy (an ECS task, a Kubernetes Job), see docs/upgrading.md."""
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -65,7 +67,7 @@ def serve(app_name: str, *, migrate_only: bool = False) -> int:
 
     auth_config_path = write_auth_config(settings)
     try:
-        return _prepare_and_run(settings, app_name, auth_config_path, migrate_only=migrate_only)
+        return _prepare_and_run(settings, app_name, auth_config_path, migrate_only)
     finally:
         # The private dir holds the auth config (admin password), libpq's password file and the
         # workers' keys. Workers (and uvicorn's restarts of them) read them while the server runs,
@@ -74,7 +76,7 @@ def serve(app_name: str, *, migrate_only: bool = False) -> int:
 
 
 def _prepare_and_run(
-    settings: ServerSettings, app_name: str, auth_config_path: Path, *, migrate_only: bool = False
+    settings: ServerSettings, app_name: str, auth_config_path: Path, migrate_only: bool
 ) -> int:
     from server.command import server_arguments, server_environment
     from server.database import PASSFILE_ENV, DatabaseUnavailable, prepare_databases, write_passfile
@@ -101,8 +103,7 @@ def _prepare_and_run(
         _logger.error("%s", exc)
         return EXIT_DATABASE
     if migrate_only:
-        # The Kubernetes backend's migration Job: the databases are ready, the server is not run.
-        _logger.info("databases prepared; not starting the server (migrate)")
+        _logger.info("databases ready; not serving (migrate)")
         return 0
 
     arguments = server_arguments(settings, app_name)
@@ -145,14 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     serve_parser = subparsers.add_parser("serve", help="validate settings, prepare the databases, run MLflow")
     serve_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
+    migrate_parser = subparsers.add_parser(
+        contract.MIGRATE_COMMAND[0],
+        help="what `serve` does before serving (back up, migrate, apply the admin secret), then exit",
+    )
+    migrate_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
     subparsers.add_parser(
         contract.BOOTSTRAP_COMMAND[0],
         help="with the master credentials: create or refresh the application role and hand it the databases",
     )
-    migrate_parser = subparsers.add_parser(
-        "migrate", help="validate settings, prepare the databases (same advisory lock), exit"
-    )
-    migrate_parser.add_argument("--app-name", required=True, choices=SUPPORTED_APPS)
     return parser
 
 
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     if args.command == contract.BOOTSTRAP_COMMAND[0]:
         return bootstrap_db()
-    return serve(args.app_name, migrate_only=args.command == "migrate")
+    return serve(args.app_name, migrate_only=args.command == contract.MIGRATE_COMMAND[0])
 
 
 if __name__ == "__main__":

@@ -89,6 +89,10 @@ class ServerSettings:
     # Optional: unset, MLflow uses its built-in fallbacks (the entrypoint warns).
     crypto_kek_passphrase: str | None = None
     webhook_encryption_key: str | None = None
+    # Upgrade settings (contract.UPGRADE_SETTINGS).
+    auth_legacy_denies: str = "refuse"
+    backup_dir: str | None = None
+    pg_dump: str = "pg_dump"
 
     def __repr__(self) -> str:
         return (
@@ -286,13 +290,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
             "e.g. from `cryptography.fernet.Fernet.generate_key()`.",
         )
 
+    legacy_denies = r.choice(c.AUTH_LEGACY_DENIES, c.AUTH_LEGACY_DENIES_CHOICES)
+    backup_dir = (r.env.get(c.BACKUP_DIR.name) or "").strip() or None
+    if backup_dir is not None and not Path(backup_dir).is_absolute():
+        r.fail(c.BACKUP_DIR, f"{backup_dir!r} is not an absolute path", "Use an absolute directory path.")
+    pg_dump = r.text(c.PG_DUMP)
+
     if r.problems:
         raise SettingsError(r.problems)
     # Every value is set when there are no problems; the asserts document it for the type checker.
     assert db_host and db_port and db_name and auth_db_name and db_user and db_sslmode and artifacts
     assert port and host and workers and keepalive and pool_size and max_overflow is not None
     assert default_permission and cache_ttl is not None and admin_username and hot_paths
-    assert artifact_client_access
+    assert artifact_client_access and legacy_denies and pg_dump
     assert db_password and admin_password and flask_key
     return ServerSettings(
         db_host=db_host,
@@ -320,6 +330,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
         flask_secret_key=flask_key,
         crypto_kek_passphrase=kek_passphrase,
         webhook_encryption_key=webhook_key,
+        auth_legacy_denies=legacy_denies,
+        backup_dir=backup_dir,
+        pg_dump=pg_dump,
     )
 
 

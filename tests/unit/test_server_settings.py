@@ -160,3 +160,21 @@ def test_entrypoint_exits_non_zero_with_one_message_and_starts_nothing(tmp_path:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # still free: no server was started
+
+
+def test_upgrade_settings_default_to_changing_nothing(tmp_path: Path) -> None:
+    settings = load_settings(good_env(tmp_path))
+    assert (settings.auth_legacy_denies, settings.backup_dir) == ("refuse", None)
+
+
+def test_bad_upgrade_settings_are_named_with_their_fix(tmp_path: Path) -> None:
+    env = good_env(tmp_path)
+    env[contract.AUTH_LEGACY_DENIES.name] = "keep"
+    env[contract.BACKUP_DIR.name] = "backups"
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert [p.name for p in err.value.problems] == [
+        contract.AUTH_LEGACY_DENIES.name,
+        contract.BACKUP_DIR.name,
+    ]
+    assert "refuse, convert, drop" in str(err.value) and "absolute" in str(err.value)

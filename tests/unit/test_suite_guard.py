@@ -22,11 +22,12 @@ def _pytest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _fake_suite(tmp_path: Path, layers: dict[str, bool]) -> Path:
-    """A copy of the suite's conftest with the four layers; `True` layers hold one passing test."""
+    """A copy of the suite's conftest with the four layers and tests/upgrade; `True` layers hold
+    one passing test (tests/upgrade always does)."""
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
-    for layer, has_test in layers.items():
+    for layer, has_test in {**layers, "upgrade": True}.items():
         (tests / layer).mkdir()
         if has_test:
             (tests / layer / f"test_{layer}.py").write_text("def test_ok():\n    assert True\n")
@@ -57,6 +58,6 @@ def test_the_runner_fails_when_either_half_fails(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "suite FAILED" in done.stdout and "integration + reliability (exit" in done.stdout
-    assert "unit + policies: pytest exit 0" in done.stdout
+    assert "unit + policies: pytest exit 0" in done.stdout and "upgrade: pytest exit 0" in done.stdout
     # The slow half reports live, the fast half after it: one report each, never interleaved.
     assert done.stdout.index("integration + reliability (live") < done.stdout.index("===== unit + policies")
