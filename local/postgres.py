@@ -143,6 +143,10 @@ class LocalPostgres:
             # N replicas x workers x (tracking + auth engines) x (pool + overflow) fits comfortably.
             "-c",
             "max_connections=300",
+            # What `mlflow-stack db doctor` reads the slowest statements from; RDS preloads it too
+            # (the stack's parameter group). Loading it is only possible at server start.
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",
         ]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
         return spawn(
@@ -171,3 +175,13 @@ class LocalPostgres:
         with self.connect(superuser_password) as conn:
             conn.execute("SELECT 1")
         return True
+
+
+def create_statement_statistics(
+    postgres: LocalPostgres, superuser_password: str, databases: tuple[str, ...]
+) -> None:
+    """CREATE EXTENSION pg_stat_statements in each database (the superuser's job, as the RDS
+    master's on a stack), so `db doctor` can list the slowest statements."""
+    for database in databases:
+        with postgres.connect(superuser_password, database) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
