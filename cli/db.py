@@ -117,6 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="AGE",
         help="list deleted runs older than this as gc candidates (default 1s: every deleted run)",
     )
+    verify.add_argument(
+        "--models",
+        default="*",
+        metavar="PATTERN",
+        help="only registered models whose name matches this shell-style pattern (default: all)",
+    )
     verify.set_defaults(func=_verify_restore)
 
 
@@ -211,7 +217,11 @@ def _verify_restore(args: argparse.Namespace) -> int:
     from lifecycle.durations import parse_duration
 
     def action(target: Target) -> tuple[dict[str, Any], list[str], int]:
-        report = verify_restore(target.conn, gc_older_than=parse_duration(args.gc_older_than))
+        report = verify_restore(
+            target.conn,
+            gc_older_than=parse_duration(args.gc_older_than, "--gc-older-than"),
+            models=args.models,
+        )
         return report.to_json(), verify_lines(report), EXIT_OK if report.passed else EXIT_FAILED
 
     return run_command(args, action, "db verify-restore")
