@@ -1,8 +1,8 @@
 """`mlflow-stack db restore-drill --local`: prove the backups restore, and time it.
 
 dump → restore into a fresh PostgreSQL → compare row counts of every table with the source → start a
-replica on it → `db verify-restore`'s checks → smoke → tear down, with a timing per step (docs/operations.md turns those
-timings into the RTO table).
+replica on it → `db verify-restore`'s checks → smoke → tear down, with a timing per step
+(docs/operations.md turns those timings into the RTO table).
 
 How each step stays honest:
 - The dump of each database runs in an exported snapshot (`pg_export_snapshot` + `pg_dump
@@ -421,7 +421,7 @@ def restore_drill(target: DatabaseTarget, *, keep_dump: bool = True, smoke: bool
             note(
                 f"{len(report.verify['models'])} model(s): {len(report.verify['broken_versions'])} broken "
                 f"version(s), {len(report.verify['broken_aliases'])} alias(es) on them, "
-                f"{len(report.verify['gc_candidate_runs'])} deleted run(s) for gc (reported, not a drill failure)"
+                f"{len(report.verify['gc_candidate_runs'])} deleted run(s) for gc (reported, not failed on)"
             )
         if smoke:
             with _timed(report, "smoke") as note:
