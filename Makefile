@@ -8,7 +8,7 @@ UV := $(VENV)-tools/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: install up down status smoke test test-unit test-integration lint lock bench image docs
+.PHONY: install up down status smoke test test-unit test-integration test-large-artifact lint lock bench image docs
 
 # uv itself is bootstrapped from PyPI into a private tools venv when it is not installed.
 $(VENV)-tools/bin/uv:
@@ -44,6 +44,12 @@ test-unit: install
 
 test-integration: install
 	$(RUN)/pytest tests/integration
+
+## test-large-artifact: a 2100 MiB (>= 2 GB) artifact up and down through the local stack's TLS load
+## balancer by the MLflow client, the replicas' memory checked; CI runs it as its own job (minutes:
+## `make test` runs the same test with 256 MiB)
+test-large-artifact: install
+	MLFLOW_STACK_LARGE_ARTIFACT_MIB=2100 $(RUN)/pytest tests/reliability/test_reliability_large_artifact.py
 
 ## docs: the documentation site into site/ (strict: a broken link, anchor or missing page fails);
 ## the settings, policy and command references are generated from the code at build time

@@ -149,6 +149,10 @@ class Database(pulumi.ComponentResource):
             parameter_group_name=parameter_group.name,
             ca_cert_identifier=CA_CERT_IDENTIFIER,
             backup_retention_period=settings.backup_retention_days,
+            # Keep the automated backups (the point-in-time window) when the instance is deleted —
+            # also when a restore replaces it — until they age out of the retention period.
+            # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.Retaining.html
+            delete_automated_backups=False,
             copy_tags_to_snapshot=True,
             deletion_protection=settings.deletion_protection,
             skip_final_snapshot=not settings.final_snapshot,

@@ -245,7 +245,7 @@ class ServerSettings(_Section):
     )
     scale_in_cooldown_seconds: int = Field(300, ge=0, description="wait after scaling in")
     scale_out_cooldown_seconds: int = Field(60, ge=0, description="wait after scaling out")
-    keepalive_seconds: int = Field(75, ge=1, description="HTTP keep-alive; above the LB idle timeout")
+    keepalive_seconds: int = Field(315, ge=1, description="HTTP keep-alive; above the LB idle timeout")
     db_pool_size: int = Field(5, ge=1, description="SQLAlchemy pool size per engine")
     db_max_overflow: int = Field(5, ge=0, description="SQLAlchemy max overflow per engine")
     default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = Field(
@@ -290,7 +290,15 @@ class LoadBalancerSettings(_Section):
     allowed_cidrs: list[str] = Field(
         default_factory=lambda: ["0.0.0.0/0"], description="client CIDRs allowed on 80/443"
     )
-    idle_timeout_seconds: int = Field(60, ge=1, le=4000, description="ALB idle timeout")
+    # A proxied artifact transfer is silent while the server copies the file to or from S3 (after
+    # an upload's last byte, before a download's first): 60 s (AWS's default) cuts multi-GB
+    # transfers. docs/performance.md, "Large artifacts", has the measurements.
+    idle_timeout_seconds: int = Field(
+        300,
+        ge=1,
+        le=4000,
+        description="ALB idle timeout; above the server's silent S3 copy of the largest proxied artifact",
+    )
     deregistration_delay_seconds: int = Field(30, ge=0, le=3600, description="draining time per target")
     ssl_policy: str = Field("ELBSecurityPolicy-TLS13-1-2-2021-06", description="HTTPS listener policy")
     deletion_protection: bool = Field(False, description="ALB deletion protection")

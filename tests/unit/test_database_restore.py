@@ -77,6 +77,8 @@ def test_a_snapshot_restore_is_a_new_instance_with_the_stacks_settings(
     ):
         assert new.get(key) == old.get(key), key
     assert new.get("storageEncrypted") is True
+    # The replaced instance's point-in-time window outlives it (retained automated backups).
+    assert new.get("deleteAutomatedBackups") is False and old.get("deleteAutomatedBackups") is False
     # The final snapshot of the restored instance is named after it, so it cannot collide.
     assert new.get("finalSnapshotIdentifier").startswith(new.get("identifier") + "-final-")
     # The server, `db status` and the alarms follow the restored instance.
