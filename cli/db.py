@@ -141,6 +141,9 @@ def _resolve(args: argparse.Namespace) -> Any:
 def _run(
     args: argparse.Namespace, name: str, action: Callable[[Any], tuple[dict[str, Any], list[str], int]]
 ) -> int:
+    import botocore.exceptions
+    import psycopg
+
     from lifecycle.db_drill import DrillFailed, drill_lines
     from lifecycle.db_target import DatabaseUnreachable
 
@@ -169,6 +172,11 @@ def _run(
         return fail(EXIT_USAGE, "usage", str(error))
     except DatabaseUnreachable as error:
         return fail(EXIT_API, "database", str(error))
+    except psycopg.Error as error:
+        # A query refused (a privilege, a lock timeout): PostgreSQL's message, never a password.
+        return fail(EXIT_API, "database", f"{type(error).__name__}: {str(error).strip()}")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        return fail(EXIT_API, "aws", f"the RDS API failed reading the backups: {error}")
     except DrillFailed as error:
         if not args.json:
             print("\n".join(drill_lines(error.report)))

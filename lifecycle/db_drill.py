@@ -43,7 +43,7 @@ import psycopg
 from psycopg import sql
 
 from lifecycle.db_status import BACKUPS_DIR, MANIFEST
-from lifecycle.db_target import DatabaseTarget
+from lifecycle.db_target import DatabaseTarget, DatabaseUnreachable
 from server import contract
 
 DRILL_DIR = "restore-drill"
@@ -427,6 +427,8 @@ def restore_drill(target: DatabaseTarget, *, keep_dump: bool = True, smoke: bool
             with _timed(report, "smoke") as note:
                 _smoke(url, LocalStack(state_dir).status(), report)
                 note(f"{sum(1 for s in report.smoke if s['status'] == 'PASS')} checks passed")
+    except DatabaseUnreachable:
+        raise  # the source stack is down: nothing was drilled (exit 3, like every db command)
     except Exception as error:
         raise DrillFailed(str(error), report) from error
     finally:
