@@ -426,7 +426,9 @@ def restore_drill(target: DatabaseTarget, *, keep_dump: bool = True, smoke: bool
         if smoke:
             with _timed(report, "smoke") as note:
                 _smoke(url, LocalStack(state_dir).status(), report)
-                note(f"{sum(1 for s in report.smoke if s['status'] == 'PASS')} checks passed")
+                note(
+                    f"{sum(1 for s in report.smoke if s['status'] == 'PASS')} checks and cleanup steps passed"
+                )
     except DatabaseUnreachable:
         raise  # the source stack is down: nothing was drilled (exit 3, like every db command)
     except Exception as error:
