@@ -49,7 +49,8 @@ test-integration: install
 ## balancer by the MLflow client, the replicas' memory checked; CI runs it as its own job (minutes:
 ## `make test` runs the same test with 256 MiB)
 test-large-artifact: install
-	MLFLOW_STACK_LARGE_ARTIFACT_MIB=2100 $(RUN)/pytest tests/reliability/test_reliability_large_artifact.py
+	MLFLOW_STACK_LARGE_ARTIFACT_MIB=2100 MLFLOW_STACK_LARGE_ARTIFACT_CLIENT_TIMEOUT=3600 \
+		$(RUN)/pytest tests/reliability/test_reliability_large_artifact.py
 
 ## docs: the documentation site into site/ (strict: a broken link, anchor or missing page fails);
 ## the settings, policy and command references are generated from the code at build time
