@@ -268,3 +268,36 @@ def test_stack_database_target_reads_the_role_password_from_secrets_manager(
     )
     assert target.rds_instance == "mlflow-search-prod-db" and target.auth_db == "mlflow_auth"
     assert target.password == value and value not in repr(target) and value not in str(target.describe())
+
+
+# --- the deployer's policy grants the restore only while one is configured -----------------------
+
+
+def _rds_statement(graph: Any) -> dict[str, Any]:
+    from deploy.deployer_policy import PolicyOptions, build_deployer_policy
+
+    policy = build_deployer_policy(graph, PolicyOptions(account_id="111122223333"))
+    return next(s for s in policy.statements if s["Sid"] == "StackDatabase")
+
+
+def test_the_deployer_may_restore_from_exactly_the_named_snapshot(fresh: Any, from_snapshot: Any) -> None:
+    from deploy.deployer_restore import RESTORE_FROM_SNAPSHOT, RESTORE_TO_POINT_IN_TIME
+
+    plain = _rds_statement(fresh)
+    assert not {RESTORE_FROM_SNAPSHOT, RESTORE_TO_POINT_IN_TIME} & set(plain["Action"])
+    restoring = _rds_statement(from_snapshot)
+    assert (
+        RESTORE_FROM_SNAPSHOT in restoring["Action"] and RESTORE_TO_POINT_IN_TIME not in restoring["Action"]
+    )
+    assert f"arn:aws:rds:us-east-1:111122223333:snapshot:{SNAPSHOT}" in restoring["Resource"]
+    identifier = from_snapshot.one(RDS).get("identifier")
+    assert f"arn:aws:rds:us-east-1:111122223333:db:{identifier}" in restoring["Resource"]
+
+
+def test_the_deployer_may_restore_a_point_in_time_of_the_named_instance() -> None:
+    from deploy.deployer_restore import RESTORE_TO_POINT_IN_TIME
+
+    graph = restored({"restoreFromInstance": "mlflow-staging-db", "restoreTime": "latest"})
+    statement = _rds_statement(graph)
+    assert RESTORE_TO_POINT_IN_TIME in statement["Action"]
+    assert "arn:aws:rds:us-east-1:111122223333:db:mlflow-staging-db" in statement["Resource"]
