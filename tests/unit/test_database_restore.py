@@ -5,6 +5,7 @@ botocore Stubber. Plus pg_stat_statements in the parameter group (`db doctor`)."
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,13 @@ def stubbed_client(service: str) -> Any:
 
 
 def restored(database: dict[str, Any]) -> Any:
-    return run_program("staging", config_overrides={"database": database})
+    return _restored(tuple(sorted(database.items())))
+
+
+@functools.cache
+def _restored(database: tuple[tuple[str, str], ...]) -> Any:
+    # Cached: the program under mocks takes seconds, and several tests read the same graph.
+    return run_program("staging", config_overrides={"database": dict(database)})
 
 
 @pytest.fixture(scope="module")
