@@ -46,8 +46,8 @@ test-integration: install
 	$(RUN)/pytest tests/integration
 
 ## test-large-artifact: a 2100 MiB (>= 2 GB) artifact up and down through the local stack's TLS load
-## balancer by the MLflow client, the replicas' memory checked; CI runs it as its own job (minutes:
-## `make test` runs the same test with 256 MiB)
+## balancer by the MLflow client, the replicas' memory checked; CI runs it as its own job (15 min
+## here, most of it the S3 emulator returning the object; `make test` runs it with 256 MiB)
 test-large-artifact: install
 	MLFLOW_STACK_LARGE_ARTIFACT_MIB=2100 MLFLOW_STACK_LARGE_ARTIFACT_CLIENT_TIMEOUT=3600 \
 		$(RUN)/pytest tests/reliability/test_reliability_large_artifact.py
