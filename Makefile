@@ -8,7 +8,7 @@ UV := $(VENV)-tools/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: install up down status smoke test test-unit test-integration test-upgrade lint lock bench image docs
+.PHONY: install up down status smoke test test-unit test-integration test-upgrade test-large-artifact lint lock bench image docs
 
 # uv itself is bootstrapped from PyPI into a private tools venv when it is not installed.
 $(VENV)-tools/bin/uv:
@@ -57,6 +57,13 @@ test-integration: install
 ## their own server and client, then upgraded by N kit replicas at once (minutes; `make test` runs it too)
 test-upgrade: install
 	$(RUN)/pytest tests/upgrade
+
+## test-large-artifact: a 2100 MiB (>= 2 GB) artifact up and down through the local stack's TLS load
+## balancer by the MLflow client, the replicas' memory checked; CI runs it as its own job (15 min
+## here, most of it the S3 emulator returning the object; `make test` runs it with 256 MiB)
+test-large-artifact: install
+	MLFLOW_STACK_LARGE_ARTIFACT_MIB=2100 MLFLOW_STACK_LARGE_ARTIFACT_CLIENT_TIMEOUT=3600 \
+		$(RUN)/pytest tests/reliability/test_reliability_large_artifact.py
 
 ## docs: the documentation site into site/ (strict: a broken link, anchor or missing page fails);
 ## the settings, policy and command references are generated from the code at build time

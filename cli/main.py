@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.doctor",
     "cli.deployer_policy",
     "cli.image",
+    "cli.db",
 )
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy import deployer_actions as table
+from deploy.deployer_restore import restore_actions, restore_source_arns
 from preview.mocks import MOCK_ACCOUNT_ID, partition_of
 from preview.offline import RegisteredResource, ResourceGraph, run_program
 
@@ -419,7 +420,9 @@ class _StackArns:
             self.arn("rds", f"db:{self.name(instance, 'identifier')}")
             for instance in self.graph.of_type("aws:rds/instance:Instance")
         ]
-        arns += [self.arn("rds", f"snapshot:{pattern}") for pattern in self.final_snapshots()]
+        arns += [self.arn("rds", f"snapshot:{p}") for p in self.final_snapshots()] + restore_source_arns(
+            self.graph, self.arn
+        )
         arns += [self.arn("rds", f"subgrp:{n}") for n in self.names("aws:rds/subnetGroup:SubnetGroup")]
         arns += [self.arn("rds", f"pg:{n}") for n in self.names("aws:rds/parameterGroup:ParameterGroup")]
         return arns
@@ -478,8 +481,10 @@ class _StackArns:
         resources = self.scope_resources()
         conditions = self.conditions()
         boundary = self.permissions_boundary()
-        if table.RDS in by_scope and not self.final_snapshots():
-            by_scope[table.RDS].discard(table.FINAL_SNAPSHOT_ACTION)
+        if table.RDS in by_scope:  # the final snapshot and a restore: only when the stack uses them
+            by_scope[table.RDS] = (by_scope[table.RDS] | restore_actions(self.graph)) - (
+                set() if self.final_snapshots() else {table.FINAL_SNAPSHOT_ACTION}
+            )
         if boundary is not None and table.IAM_ROLE in by_scope:
             by_scope[table.IAM_ROLE] -= {*BOUNDARY_ACTIONS, BOUNDARY_REMOVAL}
         statements = [

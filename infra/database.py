@@ -6,7 +6,9 @@ calls `allow_from()` so the database accepts exactly that group on 5432 — neve
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -96,9 +98,16 @@ class Database(pulumi.ComponentResource):
                 ),
                 aws.rds.ParameterGroupParameterArgs(name="log_lock_waits", value="1"),
                 aws.rds.ParameterGroupParameterArgs(name="log_temp_files", value="0"),
+                # What `mlflow-stack db doctor` reads the slowest statements from. Static: RDS applies
+                # it only at the next reboot ("pending-reboot"); RDS's own default group loads it too.
+                # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithParamGroups.html
+                aws.rds.ParameterGroupParameterArgs(
+                    name="shared_preload_libraries", value="pg_stat_statements", apply_method="pending-reboot"
+                ),
             ],
             opts=child_opts(self),
         )
+        identifier, restore = _restore_args(args.identifier, settings)
         final_snapshot_identifier = None
         if settings.final_snapshot:
             # A fixed identifier works once: after `destroy` leaves "<db>-final" behind, the next
@@ -107,18 +116,21 @@ class Database(pulumi.ComponentResource):
             suffix = random.RandomId(
                 f"{name}-final-snapshot-suffix",
                 byte_length=4,
-                keepers={"identifier": args.identifier},
+                keepers={"identifier": identifier},
                 opts=child_opts(self),
             )
-            final_snapshot_identifier = pulumi.Output.concat(args.identifier, "-final-", suffix.hex)
+            final_snapshot_identifier = pulumi.Output.concat(identifier, "-final-", suffix.hex)
         instance = aws.rds.Instance(
             f"{name}-instance",
-            identifier=args.identifier,
+            identifier=identifier,
             engine="postgres",
             engine_version=settings.engine_version,
             instance_class=settings.instance_class,
-            db_name=DATABASE_NAME,
-            username=MASTER_USERNAME,
+            # A restored instance takes its databases, master user and KMS key from the snapshot or
+            # backup (neither restore API accepts them), so they are only given for a new instance.
+            db_name=None if restore else DATABASE_NAME,
+            username=None if restore else MASTER_USERNAME,
+            **restore,
             # RDS generates the master password, stores it in Secrets Manager and rotates it (every
             # 7 days by default); it never passes through Pulumi. Not supported with RDS Blue/Green
             # deployments (docs/deploy.md). https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-secrets-manager.html
@@ -129,7 +141,7 @@ class Database(pulumi.ComponentResource):
             max_allocated_storage=settings.max_allocated_storage_gb,
             storage_type="gp3",
             storage_encrypted=True,
-            kms_key_id=key.arn,
+            kms_key_id=None if restore else key.arn,
             multi_az=settings.multi_az,
             db_subnet_group_name=subnet_group.name,
             vpc_security_group_ids=[self.security_group.id],
@@ -137,6 +149,10 @@ class Database(pulumi.ComponentResource):
             parameter_group_name=parameter_group.name,
             ca_cert_identifier=CA_CERT_IDENTIFIER,
             backup_retention_period=settings.backup_retention_days,
+            # Keep the automated backups (the point-in-time window) when the instance is deleted —
+            # also when a restore replaces it — until they age out of the retention period.
+            # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.Retaining.html
+            delete_automated_backups=False,
             copy_tags_to_snapshot=True,
             deletion_protection=settings.deletion_protection,
             skip_final_snapshot=not settings.final_snapshot,
@@ -188,6 +204,33 @@ class Database(pulumi.ComponentResource):
             description=f"PostgreSQL from {role}",
             opts=child_opts(self),
         )
+
+
+def _restore_args(identifier: str, settings: DatabaseSettings) -> tuple[str, dict[str, Any]]:
+    """The instance identifier and the restore arguments for `database.restoreFrom*`.
+
+    A restore always creates a *new* instance (RDS cannot restore in place), so it gets its own
+    identifier: `<identifier>-r<hash of the source>`. Pulumi then replaces the old instance — creates
+    the restored one, repoints the server's DB_HOST, and deletes the old one last (after its final
+    snapshot, where the stack takes one). Everything else (class, storage, subnets, security group,
+    parameter group, TLS, backups, Multi-AZ) is this stack's settings, as for a new instance.
+    https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_RestoreFromSnapshot.html
+    https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_PIT.html
+    """
+    source = settings.restore_source
+    if source is None:
+        return identifier, {}
+    digest = hashlib.sha256(source.encode()).hexdigest()[:8]
+    restored = f"{identifier}-r{digest}"
+    if settings.restore_from_snapshot:
+        return restored, {"snapshot_identifier": settings.restore_from_snapshot}
+    latest = settings.restore_time == "latest"
+    point = aws.rds.InstanceRestoreToPointInTimeArgs(
+        source_db_instance_identifier=settings.restore_from_instance,
+        use_latest_restorable_time=True if latest else None,
+        restore_time=None if latest else settings.restore_time,
+    )
+    return restored, {"restore_to_point_in_time": point}
 
 
 def _master_secret_arn(secrets: list | None) -> str:  # type: ignore[type-arg]

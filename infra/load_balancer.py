@@ -42,7 +42,7 @@ class LoadBalancerArgs:
     internet_facing: bool = True
     allowed_cidrs: Sequence[str] = ("0.0.0.0/0",)
     ssl_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-    idle_timeout_seconds: int = 60
+    idle_timeout_seconds: int = 300  # LoadBalancerSettings.idle_timeout_seconds: why 300
     deregistration_delay_seconds: int = 30
     deletion_protection: bool = False
     access_logs: bool = False

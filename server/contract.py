@@ -57,7 +57,7 @@ PORT = Setting("MLFLOW_STACK_PORT", "port the server listens on", str(CONTAINER_
 HOST = Setting("MLFLOW_STACK_HOST", "address the server binds", "0.0.0.0")  # noqa: S104 - in a container
 WORKERS = Setting("MLFLOW_STACK_WORKERS", "server worker processes per replica", "2")
 KEEPALIVE_SECONDS = Setting(
-    "MLFLOW_STACK_KEEPALIVE_SECONDS", "HTTP keep-alive; must exceed the load balancer's idle timeout", "75"
+    "MLFLOW_STACK_KEEPALIVE_SECONDS", "HTTP keep-alive; must exceed the load balancer's idle timeout", "315"
 )
 DB_POOL_SIZE = Setting("MLFLOW_STACK_DB_POOL_SIZE", "SQLAlchemy pool size per engine", "5")
 DB_MAX_OVERFLOW = Setting("MLFLOW_STACK_DB_MAX_OVERFLOW", "SQLAlchemy max overflow per engine", "5")

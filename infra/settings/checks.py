@@ -313,6 +313,36 @@ def _override_keys(ctx: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _restore(ctx: dict[str, Any]) -> list[str]:
+    database: DatabaseSettings = ctx["database"]
+    problems = []
+    if database.restore_from_snapshot and database.restore_from_instance:
+        problems.append(
+            _problem(
+                "database.restoreFromSnapshot",
+                "is set together with database.restoreFromInstance",
+                "restore from a snapshot or to a point in time, not both: remove one of them",
+            )
+        )
+    if database.restore_from_instance and not database.restore_time:
+        problems.append(
+            _problem(
+                "database.restoreTime",
+                "is missing: a point-in-time restore from database.restoreFromInstance needs the time",
+                "set restoreTime to a UTC time like 2026-01-31T12:00:00Z, or `latest`",
+            )
+        )
+    if database.restore_time and not database.restore_from_instance:
+        problems.append(
+            _problem(
+                "database.restoreTime",
+                "is set without database.restoreFromInstance",
+                "name the instance whose backups to restore (restoreFromInstance), or remove restoreTime",
+            )
+        )
+    return problems
+
+
 # rule, and the inputs it needs (skipped when one of them already failed validation).
 CROSS_CHECKS: tuple[tuple[CrossCheck, tuple[str, ...]], ...] = (
     (_connection_budget, ("server", "database")),
@@ -323,6 +353,7 @@ CROSS_CHECKS: tuple[tuple[CrossCheck, tuple[str, ...]], ...] = (
     (_keepalive, ("server", "loadBalancer")),
     (_network_shape, ("network", "loadBalancer")),
     (_storage, ("database",)),
+    (_restore, ("database",)),
     (_lifecycle_order, ("artifacts",)),
     (_domain, ("domain", "region")),
     (_prod_guards, ("environment", "database", "artifacts", "overrides")),

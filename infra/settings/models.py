@@ -89,6 +89,22 @@ class DatabaseSettings(_Section):
     final_snapshot: bool = Field(False, description="take a final snapshot when the instance is deleted")
     performance_insights: bool = Field(True, description="Performance Insights (7 days, free tier)")
     slow_query_ms: int = Field(500, ge=0, description="log statements slower than this (0 logs all)")
+    restore_from_snapshot: str | None = Field(
+        None,
+        description="create the instance from this DB snapshot (identifier, `rds:` automated identifier "
+        "or ARN): a new instance with this stack's settings, named <identifier>-r<hash>; see "
+        "docs/operations.md, restoring the database",
+    )
+    restore_from_instance: str | None = Field(
+        None,
+        description="point-in-time restore: the instance whose automated backups to restore from "
+        "(with restoreTime)",
+    )
+    restore_time: str | None = Field(
+        None,
+        description="with restoreFromInstance: a UTC time such as 2026-01-31T12:00:00Z (within the backup "
+        "retention), or `latest` (the latest restorable time, about five minutes ago)",
+    )
 
     @field_validator("engine_version")
     @classmethod
@@ -103,6 +119,45 @@ class DatabaseSettings(_Section):
         if value not in INSTANCE_CLASS_MEMORY_GIB:
             raise ValueError(f"unknown instance class; use one of {', '.join(INSTANCE_CLASS_MEMORY_GIB)}")
         return value
+
+    @field_validator("restore_from_snapshot")
+    @classmethod
+    def _snapshot(cls, value: str | None) -> str | None:
+        # https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_RestoreDBInstanceFromDBSnapshot.html
+        if value is not None and not re.fullmatch(
+            r"(arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:snapshot:)?(rds:)?[A-Za-z][A-Za-z0-9-]{0,254}", value
+        ):
+            raise ValueError(
+                "must be a DB snapshot identifier (my-snapshot, rds:db-2026-01-31-03-10) or its ARN"
+            )
+        return value
+
+    @field_validator("restore_from_instance")
+    @classmethod
+    def _source_instance(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{0,62}(?<!-)", value):
+            raise ValueError("must be a DB instance identifier, e.g. mlflow-prod-db")
+        return value
+
+    @field_validator("restore_time")
+    @classmethod
+    def _restore_time(cls, value: str | None) -> str | None:
+        if (
+            value is not None
+            and value != "latest"
+            and not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", value)
+        ):
+            raise ValueError("must be `latest` or a UTC time like 2026-01-31T12:00:00Z")
+        return value
+
+    @property
+    def restore_source(self) -> str | None:
+        """What the instance is restored from (None: a new, empty instance)."""
+        if self.restore_from_snapshot:
+            return f"snapshot {self.restore_from_snapshot}"
+        if self.restore_from_instance:
+            return f"instance {self.restore_from_instance} at {self.restore_time}"
+        return None
 
     @property
     def engine_major(self) -> str:
@@ -181,7 +236,7 @@ class ServerSettings(_Section):
     )
     scale_in_cooldown_seconds: int = Field(300, ge=0, description="wait after scaling in")
     scale_out_cooldown_seconds: int = Field(60, ge=0, description="wait after scaling out")
-    keepalive_seconds: int = Field(75, ge=1, description="HTTP keep-alive; above the LB idle timeout")
+    keepalive_seconds: int = Field(315, ge=1, description="HTTP keep-alive; above the LB idle timeout")
     db_pool_size: int = Field(5, ge=1, description="SQLAlchemy pool size per engine")
     db_max_overflow: int = Field(5, ge=0, description="SQLAlchemy max overflow per engine")
     default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = Field(
@@ -226,7 +281,15 @@ class LoadBalancerSettings(_Section):
     allowed_cidrs: list[str] = Field(
         default_factory=lambda: ["0.0.0.0/0"], description="client CIDRs allowed on 80/443"
     )
-    idle_timeout_seconds: int = Field(60, ge=1, le=4000, description="ALB idle timeout")
+    # A proxied artifact transfer is silent while the server copies the file to or from S3 (after
+    # an upload's last byte, before a download's first): 60 s (AWS's default) cuts multi-GB
+    # transfers. docs/performance.md, "Large artifacts", has the measurements.
+    idle_timeout_seconds: int = Field(
+        300,
+        ge=1,
+        le=4000,
+        description="ALB idle timeout; above the server's silent S3 copy of the largest proxied artifact",
+    )
     deregistration_delay_seconds: int = Field(30, ge=0, le=3600, description="draining time per target")
     ssl_policy: str = Field("ELBSecurityPolicy-TLS13-1-2-2021-06", description="HTTPS listener policy")
     deletion_protection: bool = Field(False, description="ALB deletion protection")

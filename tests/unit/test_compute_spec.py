@@ -72,7 +72,7 @@ def test_settings_flow_into_the_server_environment() -> None:
     settings = _settings(
         server={
             "workers": 3,
-            "keepaliveSeconds": 90,
+            "keepaliveSeconds": 330,
             "defaultPermission": "READ",
             "authCacheTtlSeconds": 30,
             "adminUsername": "mlflow-admin",
@@ -86,7 +86,7 @@ def test_settings_flow_into_the_server_environment() -> None:
     assert env[contract.PUBLIC_HOSTS.name] == "mlflow.dev.example.com"
     assert env[contract.DB_SSLMODE.name] == DB_SSLMODE == "require"
     assert env[contract.WORKERS.name] == "3"
-    assert env[contract.KEEPALIVE_SECONDS.name] == "90"
+    assert env[contract.KEEPALIVE_SECONDS.name] == "330"
     assert env[contract.DEFAULT_PERMISSION.name] == "READ"
     assert env[contract.AUTH_CACHE_TTL_SECONDS.name] == "30"
     assert env[contract.ADMIN_USERNAME.name] == "mlflow-admin"
