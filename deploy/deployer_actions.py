@@ -347,6 +347,10 @@ TYPE_ACTIONS: ActionTable = {
         ),
         KMS_VIA_SECRETS_MANAGER: ("kms:Decrypt", "kms:GenerateDataKey"),
     },
+    "aws:rds/snapshot:Snapshot": {
+        # The pre-upgrade snapshot (infra/database.py); never deleted by the stack (retain_on_delete).
+        RDS: ("rds:CreateDBSnapshot", "rds:DescribeDBSnapshots", *_RDS_TAGS),
+    },
     "aws:dynamodb/table:Table": {
         DYNAMODB: (
             "dynamodb:CreateTable",

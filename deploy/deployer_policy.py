@@ -415,14 +415,23 @@ class _StackArns:
                 )
         return patterns
 
+    def pre_upgrade_snapshots(self) -> list[str]:
+        """`<instance identifier>-pre-mlflow-*`: one per MLflow version the stack has run."""
+        return [
+            f"{self.name(instance, 'identifier')}-pre-mlflow-*"
+            for instance in self.graph.of_type("aws:rds/instance:Instance")
+            if self.graph.of_type("aws:rds/snapshot:Snapshot")
+        ]
+
     def rds_arns(self) -> list[str]:
         arns = [
             self.arn("rds", f"db:{self.name(instance, 'identifier')}")
             for instance in self.graph.of_type("aws:rds/instance:Instance")
         ]
-        arns += [self.arn("rds", f"snapshot:{p}") for p in self.final_snapshots()] + restore_source_arns(
-            self.graph, self.arn
-        )
+        arns += [
+            self.arn("rds", f"snapshot:{p}") for p in self.final_snapshots() + self.pre_upgrade_snapshots()
+        ]
+        arns += restore_source_arns(self.graph, self.arn)
         arns += [self.arn("rds", f"subgrp:{n}") for n in self.names("aws:rds/subnetGroup:SubnetGroup")]
         arns += [self.arn("rds", f"pg:{n}") for n in self.names("aws:rds/parameterGroup:ParameterGroup")]
         return arns

@@ -7,6 +7,7 @@ calls `allow_from()` so the database accepts exactly that group on 5432 — neve
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +190,26 @@ class Database(pulumi.ComponentResource):
                 "kms_key_arn": self.kms_key_arn,
             }
         )
+
+    def pre_upgrade_snapshot(self, mlflow_version: str) -> aws.rds.Snapshot:
+        """A manual snapshot taken before the first server that runs `mlflow_version` starts, i.e.
+        before its migrations: the consumers (task definition, migration Job) wait for it through
+        their image input, and the provider waits until the snapshot is `available`
+        (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_CreateSnapshot.html). A new
+        MLflow version is a new resource, so the next version gets its own snapshot; kept on
+        replacement and `destroy` (retain_on_delete): these are the restore points of upgrades,
+        deleted by an operator (`aws rds delete-db-snapshot`) once the upgrade is trusted."""
+        version = re.sub(r"[^0-9a-z]+", "-", mlflow_version.lower()).strip("-")
+        snapshot = aws.rds.Snapshot(
+            f"{self._component_name}-pre-mlflow-{version}",
+            db_instance_identifier=self.instance_identifier,
+            # Under the instance's identifier: a restored instance (a new identifier) never
+            # collides with the snapshots of the one it replaced.
+            db_snapshot_identifier=pulumi.Output.concat(self.instance_identifier, f"-pre-mlflow-{version}"),
+            opts=child_opts(self, retain_on_delete=True),
+        )
+        self.pre_upgrade_snapshot_id = snapshot.db_snapshot_identifier
+        return snapshot
 
     def allow_from(
         self, role: str, source_security_group_id: pulumi.Input[str]

@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from infra.artifacts import Artifacts, ArtifactsArgs
 from infra.compute.ecs import EcsService, EcsServiceArgs
-from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only
+from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only, mlflow_version
 from infra.compute.kubernetes import KubernetesService
 from infra.compute.kubernetes_platform import kubernetes_compute, kubernetes_pod_metrics
 from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, ServerSpec, build_server_spec
@@ -21,6 +21,7 @@ from infra.locks import LockTable, LockTableArgs
 from infra.monitoring import AlarmThresholds, Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.operations import Operations, OperationsArgs
+from infra.ordering import ready_when
 from infra.secrets import Secrets, SecretsArgs
 from infra.settings import Settings, load_balancer_open_to_all
 from infra.tags import aws_provider
@@ -164,9 +165,11 @@ def build_platform(settings: Settings) -> Platform:
         ),
         opts=with_provider,
     )
+    # No server of a new MLflow version (whose start migrates the schemas) before its snapshot exists.
+    snapshot = database.pre_upgrade_snapshot(mlflow_version())
     spec = build_server_spec(
         settings,
-        image=server_image.image_ref,
+        image=ready_when(server_image.image_ref, snapshot.id),
         db_host=database.endpoint,
         db_port=pulumi.Output.from_input(database.port).apply(str),
         db_name=database.db_name,
@@ -469,6 +472,8 @@ def export_outputs(platform: Platform) -> None:
     pulumi.export("db_instance_identifier", platform.database.instance_identifier)
     # The RDS-managed master secret, for an operator's repairs (the server never uses it).
     pulumi.export("db_master_user", platform.database.master_username)
+    # The restore point taken before this MLflow version's migrations (docs/upgrading.md).
+    pulumi.export("pre_upgrade_snapshot_id", platform.database.pre_upgrade_snapshot_id)
     pulumi.export("db_master_secret_arn", platform.database.master_secret_arn)
     pulumi.export("flask_secret_key_secret_arn", platform.secrets.flask_secret_key_secret_arn)
     pulumi.export("crypto_kek_passphrase_secret_arn", platform.secrets.crypto_kek_passphrase_secret_arn)
