@@ -71,13 +71,16 @@ def test_postgres_restart_under_load(reliability_stack, measurements) -> None:  
 def _accepts_connections(handle) -> bool:  # type: ignore[no-untyped-def]
     import psycopg
 
+    from local.stack import DB_NAME, DB_USER
+
     password = (handle.stack.secrets.db_password).read_text(encoding="utf-8")
+    # As the replicas connect: the application role the bootstrap made (server/db_roles.py).
     with psycopg.connect(
         host="127.0.0.1",
         port=handle.stack.ports.postgres,
-        user="mlflow",
+        user=DB_USER,
         password=password,
-        dbname="mlflow",
+        dbname=DB_NAME,
         connect_timeout=2,
     ) as conn:
         conn.execute("SELECT 1")
