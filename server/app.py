@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from server import artifact_access, request_guards, ssrf
+
+_logger = logging.getLogger(__name__)
 
 KIT_APP = "server.app:create_app"
 BASIC_AUTH = "basic-auth"
@@ -218,7 +221,7 @@ def create_app() -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from server import auth_cache, contract, errors, hot_paths
+    from server import asgi_fast_paths, auth_cache, contract, errors, hot_paths
 
     fast_paths = os.environ.get(contract.HOT_PATHS.name, contract.HOT_PATHS.default) == "true"
     # Before anything creates a store: the session-maker change applies when a store is built.
@@ -247,6 +250,11 @@ def create_app() -> Any:
     if fast_paths:
         # After basic-auth built its store: remember its answers, invalidated by the auth DB.
         auth_cache.install()
+        try:
+            asgi_fast_paths.install(asgi_app)
+        except RuntimeError as error:
+            # Only an optimisation: MLflow's own middlewares keep serving, the log says why.
+            _logger.warning("ASGI fast paths not installed: %s", error)
     flask_app.before_request(catch_mlflow_exception(_check_webhook))
     artifact_access.install(
         flask_app,

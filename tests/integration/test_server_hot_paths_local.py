@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,14 @@ def test_users_read_what_the_admin_reads_in_compact_json(admin: Connection) -> N
                 assert b"\n" not in as_user.content
     finally:
         admin.request("DELETE", "users/delete", json={"username": username})
+
+
+def test_every_replica_runs_the_asgi_fast_paths(local_stack: LocalStackInfo, admin: Connection) -> None:
+    # A worker that could not install them (MLflow's middlewares changed) serves without and logs why.
+    assert admin.request("GET", "experiments/search", params={"max_results": 1}).status_code == 200
+    replicas = [p for p in local_stack.processes if p.name.startswith("replica-")]
+    assert len(replicas) >= 2
+    for replica in replicas:
+        log = Path(replica.log_file).read_text(encoding="utf-8", errors="replace")
+        assert "Listening" in log or "Uvicorn running" in log or "Started server process" in log, replica.name
+        assert "ASGI fast paths not installed" not in log, replica.name
