@@ -109,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DAYS",
         help="days without a new version: 90 or 90d (default: the config's models.unused_after_days, 90)",
     )
+    prune.add_argument(
+        "--model",
+        default="*",
+        metavar="PATTERN",
+        help="only registered models whose name matches, shell-style ('search-*'; default '*')",
+    )
     action = prune.add_mutually_exclusive_group()
     action.add_argument(
         "--archive",
@@ -249,10 +255,11 @@ def _prune(args: argparse.Namespace) -> int:
     from lifecycle.models_prune import parse_days, prune
 
     def action(target: Target) -> tuple[dict[str, Any], list[str], int]:
+        config = load_config(args.config)
         days = (
             parse_days(args.older_than)
             if args.older_than is not None
-            else float(load_config(args.config).models.unused_after_days)
+            else float(config.models.unused_after_days)
         )
         # Checked before anything is listed: a bad --lock-ttl/--wait must not surface after the scan.
         lock_for = (lambda name: make_lock(args, target, model_lock_id(name))) if args.apply else None
@@ -261,6 +268,7 @@ def _prune(args: argparse.Namespace) -> int:
         report = prune(
             target.conn,
             older_than_days=days,
+            model_pattern=args.model,
             mode=args.prune_mode,
             apply=args.apply,
             lock_for=lock_for,
@@ -271,8 +279,8 @@ def _prune(args: argparse.Namespace) -> int:
         header = "DRY RUN (pass --apply to act)" if report.dry_run else "APPLIED"
         lines = [
             f"models prune --{verb}: {header}",
-            f"  registered models scanned: {report.scanned}; unused (no alias, no new version for "
-            f"{days:g} day(s)): {len(report.candidates)}",
+            f"  registered models matching {args.model!r}: {report.scanned}; "
+            f"unused (no alias, no new version for {days:g} day(s)): {len(report.candidates)}",
         ]
         lines += [f"    {c.name}: idle {c.idle_days} day(s), {c.last_activity}" for c in report.candidates]
         if report.already_archived:

@@ -19,6 +19,7 @@ skipped, not pruned. A model whose lease another pipeline holds is skipped and r
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ class PruneReport:
     mode: str
     dry_run: bool
     older_than_days: float
+    model_pattern: str = "*"
     scanned: int = 0
     candidates: list[Candidate] = field(default_factory=list)
     already_archived: list[str] = field(default_factory=list)
@@ -92,6 +94,7 @@ def prune(
     conn: Connection,
     *,
     older_than_days: float,
+    model_pattern: str = "*",
     mode: str = ARCHIVE,
     apply: bool = False,
     lock_for: Callable[[str], DynamoLock] | None = None,
@@ -99,7 +102,8 @@ def prune(
     by: str = "",
     now: datetime | None = None,
 ) -> PruneReport:
-    """List (dry run) or archive/delete (apply) the unused registered models.
+    """List (dry run) or archive/delete (apply) the unused registered models matching `model_pattern`
+    (shell-style, case-sensitive: 'search-*').
 
     `lock_for(name)` gives the model's lease; required with `apply`. `now` is injectable, so an age
     can be tested without waiting for it.
@@ -109,8 +113,12 @@ def prune(
     if apply and lock_for is None:
         raise ValueError("prune --apply needs the model lock (lock_for)")
     now = now or datetime.now(UTC)
-    report = PruneReport(mode=mode, dry_run=not apply, older_than_days=older_than_days)
+    report = PruneReport(
+        mode=mode, dry_run=not apply, older_than_days=older_than_days, model_pattern=model_pattern
+    )
     for model in audit_scan.registered_models(conn):
+        if not fnmatch.fnmatchcase(model["name"], model_pattern):
+            continue
         report.scanned += 1
         usage = model_usage(model)
         if not usage.is_unused(now, older_than_days):
