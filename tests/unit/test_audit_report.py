@@ -227,3 +227,8 @@ def test_a_model_locked_by_another_pipeline_is_skipped_and_reported(server: Fake
     )
     assert report.acted == [] and report.incomplete
     assert "deploy-bot" in report.skipped["xgboost-v2"] and server.writes() == []
+
+
+def test_prune_looks_only_at_the_models_matching_the_pattern(server: FakeServer) -> None:
+    report = prune(server, older_than_days=0, model_pattern="ch*", now=NOW)  # type: ignore[arg-type]
+    assert report.scanned == 1 and [c.name for c in report.candidates] == ["churn"]
