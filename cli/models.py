@@ -1,9 +1,9 @@
-"""`mlflow-stack models validate | promote | rollback | doctor`: the registry operations CI runs.
+"""`mlflow-stack models validate | promote | rollback | doctor | prune`: the registry operations CI runs.
 
 Thin glue over lifecycle/models.py. Exit codes are those of `mlflow-stack runs` (cli/runs.py):
 0 passed/done, 1 a validation check failed or doctor found broken versions, 2 bad options,
 3 server/API/lock-table failure, 4 another pipeline holds the model's lock, 5 nothing to act on
-(no such alias or model; nothing to roll back to).
+(no such alias or model; nothing to roll back to). `prune` exits 1 when a model was locked or failed.
 """
 
 from __future__ import annotations
@@ -90,6 +90,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_connection_flags(doctor)
     doctor.add_argument("name", help="registered model name")
     doctor.set_defaults(func=_doctor)
+
+    prune = commands.add_parser(
+        "prune",
+        help="archive or delete unused registered models: no alias, no new version (dry run unless --apply)",
+        description=(
+            "A model is unused when no alias points to any of its versions and no version was "
+            "registered for --older-than days. --archive (default) tags it mlflow_stack.archived "
+            "(reversible: delete the tag); --delete deletes it with all its versions. A model any "
+            "alias points to is never touched: with --apply each model is read again under its "
+            "promotion lock right before acting."
+        ),
+    )
+    add_connection_flags(prune)
+    add_lock_flags(prune)
+    prune.add_argument(
+        "--older-than",
+        metavar="DAYS",
+        help="days without a new version: 90 or 90d (default: the config's models.unused_after_days, 90)",
+    )
+    prune.add_argument(
+        "--model",
+        default="*",
+        metavar="PATTERN",
+        help="only registered models whose name matches, shell-style ('search-*'; default '*')",
+    )
+    action = prune.add_mutually_exclusive_group()
+    action.add_argument(
+        "--archive",
+        dest="prune_mode",
+        action="store_const",
+        const="archive",
+        help="tag it archived (default)",
+    )
+    action.add_argument(
+        "--delete", dest="prune_mode", action="store_const", const="delete", help="delete it for good"
+    )
+    prune.add_argument("--apply", action="store_true", help="act; without it, only list (dry run)")
+    prune.add_argument(
+        "--config",
+        metavar="FILE",
+        help="governance rules (default: stacks/governance.yaml if present, else built-in)",
+    )
+    prune.add_argument("--by", default="", help="who (default: CI actor or user@host)")
+    prune.set_defaults(func=_prune, prune_mode="archive")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -203,3 +247,51 @@ def _doctor(args: argparse.Namespace) -> int:
         return report.to_json(), lines, EXIT_FAILED if report.broken else EXIT_OK
 
     return run_command(args, action, "models doctor")
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from lifecycle.audit_config import load_config
+    from lifecycle.locks import model_lock_id
+    from lifecycle.models_prune import parse_days, prune
+
+    def action(target: Target) -> tuple[dict[str, Any], list[str], int]:
+        config = load_config(args.config)
+        days = (
+            parse_days(args.older_than)
+            if args.older_than is not None
+            else float(config.models.unused_after_days)
+        )
+        # Checked before anything is listed: a bad --lock-ttl/--wait must not surface after the scan.
+        lock_for = (lambda name: make_lock(args, target, model_lock_id(name))) if args.apply else None
+        if lock_for is not None:
+            make_lock(args, target, model_lock_id("-"))
+        report = prune(
+            target.conn,
+            older_than_days=days,
+            model_pattern=args.model,
+            mode=args.prune_mode,
+            apply=args.apply,
+            lock_for=lock_for,
+            wait_seconds=args.wait,
+            by=_actor(args, target),
+        )
+        verb = "archive" if args.prune_mode == "archive" else "delete"
+        header = "DRY RUN (pass --apply to act)" if report.dry_run else "APPLIED"
+        lines = [
+            f"models prune --{verb}: {header}",
+            f"  registered models matching {args.model!r}: {report.scanned}; "
+            f"unused (no alias, no new version for {days:g} day(s)): {len(report.candidates)}",
+        ]
+        lines += [f"    {c.name}: idle {c.idle_days} day(s), {c.last_activity}" for c in report.candidates]
+        if report.already_archived:
+            lines.append(f"  already archived: {', '.join(report.already_archived)}")
+        if not report.dry_run:
+            lines.append(
+                f"  {verb}d: {len(report.acted)}" + (f" [{', '.join(report.acted)}]" if report.acted else "")
+            )
+        lines += [f"  skipped {name}: {why}" for name, why in report.skipped.items()]
+        lines += [f"  already gone: {name}" for name in report.already_gone]
+        lines += [f"  FAILED {name}: {why}" for name, why in report.failed.items()]
+        return report.to_json(), lines, EXIT_FAILED if report.incomplete else EXIT_OK
+
+    return run_command(args, action, "models prune")
