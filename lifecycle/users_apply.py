@@ -12,7 +12,7 @@ from typing import Any
 
 from lifecycle.users_passwords import PasswordStore, generate_password
 from lifecycle.users_plan import ROLE_DESCRIPTION, Change
-from lifecycle.users_state import ROLES_API, ServerState
+from lifecycle.users_state import ROLES_API, WORKSPACES_API, ServerState
 
 
 @dataclass
@@ -41,7 +41,10 @@ def _apply_one(
     result: ApplyResult,
 ) -> None:
     action = change.action
-    if action == "create-user":
+    if action == "create-workspace":
+        body = {"name": change.resource, "description": "created by `mlflow-stack users sync`"}
+        conn.call("POST", WORKSPACES_API, json=body)
+    elif action == "create-user":
         if passwords is None:
             raise AssertionError("a plan that creates users needs a password store")
         password = generate_password()

@@ -9,7 +9,8 @@ How the declaration maps onto MLflow 3.17's basic-auth (mlflow/server/auth):
   (the maintenance task runs one on its schedule, docs/users.md);
 - the users this declaration manages carry the role `users-sync:managed` (no grants): that is how
   `--prune` tells a user it once created from one made by hand, which it never deletes;
-- on a workspace team the role also gets `workspace:*` USE (membership; lets members create).
+- on a workspace team the workspace is created if missing (never deleted) and the role also gets
+  `workspace:*` USE (membership; lets members create experiments and models there).
 
 Pure: no I/O. Changes a prune would make are marked `prune=True` and applied only with --prune.
 """
@@ -36,7 +37,8 @@ class PlanRefused(ValueError):
 class Change:
     """One API call's worth of change. `role` is (workspace, role name)."""
 
-    # create-user, create-role, assign, grant, update-grant, revoke, unassign, delete-role, delete-user
+    # create-workspace, create-user, create-role, assign, grant, update-grant,
+    # revoke, unassign, delete-role, delete-user
     action: str
     prune: bool = False
     user: str | None = None
@@ -60,6 +62,7 @@ class Change:
         elif self.resource_type == "workspace":
             what = "the workspace (member)"
         text = {
+            "create-workspace": f"create workspace {self.resource}",
             "create-user": f"create user {self.user} (generated password, stored, never printed)",
             "create-role": f"create role for {role}",
             "assign": f"add {self.user} to {role}",
@@ -182,6 +185,9 @@ def build_plan(
     """Every change that makes the server match the declaration (prunes marked as such)."""
     plan = Plan(warnings=check_preconditions(declaration, state, admin))
     changes = plan.changes
+    for workspace in sorted(declaration.workspaces - state.workspace_names):
+        # Never deleted by a sync: a workspace holds experiments and models.
+        changes.append(Change("create-workspace", resource_type="workspace", resource=workspace))
     managed_role = state.role(DEFAULT_WORKSPACE, MANAGED_ROLE)
     managed_key = (DEFAULT_WORKSPACE, MANAGED_ROLE)
 

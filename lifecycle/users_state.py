@@ -56,6 +56,7 @@ class ServerState:
     models: dict[str, list[str]] = field(default_factory=dict)
     default_permission: str = "NO_PERMISSIONS"
     workspaces_enabled: bool = False
+    workspace_names: set[str] = field(default_factory=lambda: {DEFAULT_WORKSPACE})
 
     def role(self, workspace: str, name: str) -> Role | None:
         return next((r for r in self.roles if r.workspace == workspace and r.name == name), None)
@@ -90,10 +91,13 @@ def _search_all(conn: Any, method: str, endpoint: str, body: dict[str, Any], key
             return
 
 
-def workspaces_enabled(conn: Any) -> bool:
-    """True when the server runs with --enable-workspaces (its workspace API answers)."""
+def workspace_names(conn: Any) -> set[str] | None:
+    """The server's workspaces, or None when it runs without --enable-workspaces (the workspace
+    API then answers 503, mlflow/server/handlers.py `_disable_if_workspaces_disabled`)."""
     response = conn.request("GET", WORKSPACES_API)
-    return response.status_code == 200
+    if response.status_code != 200:
+        return None
+    return {str(w["name"]) for w in response.json().get("workspaces", [])}
 
 
 def default_permission(conn: Any) -> str:
@@ -116,10 +120,12 @@ def read_state(conn: Any, workspaces: set[str], *, with_objects: bool = True) ->
         users[str(raw["username"])] = User(str(raw["username"]), bool(raw.get("is_admin")), role_ids)
     roles = [_role(r) for r in conn.call("GET", ROLES_API + "list").get("roles", [])]
     state = ServerState(users, roles, default_permission=default_permission(conn))
-    state.workspaces_enabled = bool(workspaces) and workspaces_enabled(conn)
+    names = workspace_names(conn) if workspaces else None
+    if names is not None:
+        state.workspaces_enabled, state.workspace_names = True, names
     if not with_objects:
         return state
-    for workspace in sorted({DEFAULT_WORKSPACE, *workspaces}):
+    for workspace in sorted({DEFAULT_WORKSPACE, *workspaces} & state.workspace_names):
         header = workspace if state.workspaces_enabled else None
         state.experiments[workspace] = [
             (str(e["experiment_id"]), str(e["name"]))

@@ -149,3 +149,77 @@ def test_users_sync_on_the_local_stack(
     assert as_search.request("GET", "experiments/get", params=get).status_code == 200
     code, body, _ = _run(capsys, *target, "--prune", "--json", "--exit-code")
     assert code == 0 and body["in_sync"], body
+
+
+@pytest.fixture(scope="module")
+def workspaces_stack(pick_free_ports: Any, make_state_dir: Any) -> Any:
+    """A second, one-replica local stack started like `mlflow-stack local up --workspaces`."""
+    import shutil
+
+    from local.stack import LocalStack
+
+    state_dir = make_state_dir("mlflow-stack-ws-test-")
+    stack = LocalStack(state_dir, replicas=1, ports=pick_free_ports(1), workspaces=True)
+    info = stack.up()
+    try:
+        yield info
+    finally:
+        stack.down()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_users_sync_puts_each_team_in_its_own_workspace(
+    workspaces_stack: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = workspaces_stack
+    assert info.workspaces
+    declaration = {
+        "users": ["wa", "wb"],
+        "teams": {
+            "search": {
+                "workspace": "search",
+                "members": ["wa"],
+                "grants": [{"experiments": "/", "access": "editor"}],
+            },
+            "vision": {
+                "workspace": "vision",
+                "members": ["wb"],
+                "grants": [{"experiments": "/", "access": "editor"}],
+            },
+        },
+    }
+    file = tmp_path / "users.yaml"
+    file.write_text(yaml.safe_dump(declaration), encoding="utf-8")
+    target = ["--local", "--state-dir", info.state_dir, "--file", str(file)]
+    code, body, _ = _run(capsys, *target, "--apply", "--json")
+    assert code == 0, body
+    assert [c["resource"] for c in body["changes"] if c["action"] == "create-workspace"] == [
+        "search",
+        "vision",
+    ]
+    code, body, _ = _run(capsys, *target, "--json", "--exit-code")
+    assert code == 0 and body["in_sync"], body
+
+    admin = Connection.from_local(info.state_dir)
+    users_dir = Path(info.state_dir) / "users"
+    wa = admin.as_user("wa", (users_dir / "wa.password").read_text(encoding="utf-8"))
+    wb = admin.as_user("wb", (users_dir / "wb.password").read_text(encoding="utf-8"))
+    search, vision = {"X-MLFLOW-WORKSPACE": "search"}, {"X-MLFLOW-WORKSPACE": "vision"}
+    # Members create in their own workspace only, and see nothing of the other's.
+    created = wa.request("POST", "experiments/create", json={"name": "/ranking"}, headers=search)
+    assert created.status_code == 200, created.text
+    assert wa.request("POST", "experiments/create", json={"name": "/x"}, headers=vision).status_code == 403
+    get = {"experiment_id": created.json()["experiment_id"]}
+    assert wa.request("GET", "experiments/get", params=get, headers=search).status_code == 200
+    assert wb.request("GET", "experiments/get", params=get, headers=search).status_code == 403
+    # Experiments made after the sync (by a member, or the admin) reach their team at the next one.
+    later = admin.request("POST", "experiments/create", json={"name": "/detector"}, headers=vision).json()
+    later_get = {"experiment_id": later["experiment_id"]}
+    assert wb.request("GET", "experiments/get", params=later_get, headers=vision).status_code == 403
+    code, body, _ = _run(capsys, *target, "--grants-only", "--apply", "--json")
+    assert code == 0, body
+    granted = {
+        (c["role"]["workspace"], c["resource_name"]) for c in body["changes"] if c["action"] == "grant"
+    }
+    assert granted == {("search", "/ranking"), ("vision", "/detector")}, body
+    assert wb.request("GET", "experiments/get", params=later_get, headers=vision).status_code == 200

@@ -179,3 +179,5 @@ def test_a_workspace_team_gets_its_role_and_membership_in_that_workspace() -> No
         (("search", "team:search"), "experiment", "7", "READ"),
         (("search", "team:search"), "workspace", "*", "USE"),
     }
+    state.workspace_names = {"default", "search"}
+    assert "create-workspace" not in {c.action for c in build_plan(declaration, state, ADMIN).changes}
