@@ -47,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the stack setting artifacts.clientAccess: every artifact byte through the server (proxied, "
         "default), or large files straight to the S3 emulator by presigned URL (presigned)",
     )
+    up.add_argument(
+        "--workspaces",
+        action="store_true",
+        help="the stack setting server.workspaces: MLflow workspaces (`mlflow server --enable-workspaces`)",
+    )
     up.add_argument("--https-port", type=int, default=defaults.https, help=f"default {defaults.https}")
     up.add_argument(
         "--http-port", type=int, default=defaults.http, help=f"redirects to HTTPS (default {defaults.http})"
@@ -132,6 +137,7 @@ def run_up(args: argparse.Namespace) -> int:
             lock_table=args.lock_table,
             timeout=args.timeout,
             artifact_client_access=args.artifact_client_access,
+            workspaces=args.workspaces,
         )
         info = stack.up()
     except LocalStackError as exc:

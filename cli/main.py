@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.image",
     "cli.db",
     "cli.audit",
+    "cli.users",
 )
 
 

@@ -9,6 +9,12 @@ stack's, infra/locks.py, which exists with or without maintenance):
   plain environment values;
 - its task role: take and release the maintenance lease in the lock table, nothing else (it talks
   to MLflow over HTTPS with basic auth and to PostgreSQL with a password, neither needs IAM);
+- when the stack has a users declaration (`stacks/users/<stack>.yaml`, docs/users.md), a first,
+  non-essential container that re-syncs its grants (`users sync --grants-only --apply`) so
+  experiments and models created since the last sync get their team's grants; the maintenance
+  container waits for it to finish (ECS `dependsOn` COMPLETE: it runs even if the re-sync fails).
+  The declaration reaches the task as a plain environment value (users and patterns, no secret),
+  so changing it needs a `pulumi up` (a new task revision), not a new image;
 - an EventBridge Scheduler schedule and its role, which may only `ecs:RunTask` this task family on
   this cluster and pass this task's two roles to ECS.
 - when asked, the load balancer ingress the task's HTTPS calls need: from the task's security group
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -40,6 +47,14 @@ HTTPS_PORT = 443
 # The container reads the admin password by the name lifecycle.credentials.resolve_url expects.
 ADMIN_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a variable name, not a value
 DB_SETTINGS = (contract.DB_HOST, contract.DB_PORT, contract.DB_NAME, contract.DB_USER, contract.DB_SSLMODE)
+USERS_SYNC_CONTAINER = "users-sync"
+# cli/users.py DECLARATION_ENV; a unit test keeps them equal.
+USERS_DECLARATION_ENV = "MLFLOW_STACK_USERS_DECLARATION"
+USERS_DIR = Path(__file__).resolve().parent.parent / "stacks" / "users"
+# A task definition is at most 64 KiB (ECS service quotas, "Task definition size":
+# https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-quotas.html); the declaration
+# may take a quarter of it, leaving the rest to the two containers.
+USERS_DECLARATION_MAX_BYTES = 16 * 1024
 # The lease `runs maintenance` takes (lifecycle.locks.MAINTENANCE_LOCK_ID; a unit test keeps them equal).
 MAINTENANCE_LOCK_ID = "maintenance/runs"
 
@@ -109,6 +124,39 @@ def validate_args(args: OperationsArgs) -> None:
         raise OperationsConfigError("; ".join(problems))
 
 
+def users_declaration(stack: str, users_dir: Path = USERS_DIR) -> str | None:
+    """The stack's users declaration as text (validated by lifecycle/users_declaration.py in the
+    task and in tests/unit/test_users_declaration.py; infra/ does not import lifecycle/)."""
+    path = users_dir / f"{stack}.yaml"
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if len(text.encode()) > USERS_DECLARATION_MAX_BYTES:
+        raise OperationsConfigError(
+            f"{path} is {len(text.encode())} bytes; the maintenance task carries it in its task definition, "
+            f"which allows {USERS_DECLARATION_MAX_BYTES}: drop comments, or use fewer, broader patterns"
+        )
+    return text
+
+
+def users_sync_arguments(admin_username: str, tracking_url: str) -> list[str]:
+    """`users sync ... --grants-only --apply --json`: grants for objects created since the last
+    sync; it creates and deletes no users (that stays a reviewed `users sync --stack --apply`)."""
+    return [
+        "users",
+        "sync",
+        "--url",
+        tracking_url,
+        "--username",
+        admin_username,
+        "--declaration-env",
+        USERS_DECLARATION_ENV,
+        "--grants-only",
+        "--apply",
+        "--json",
+    ]
+
+
 def maintenance_command(args: OperationsArgs, tracking_url: str, lock_table: str) -> list[str]:
     """The container command: `python -m cli.runs runs maintenance ... --apply --json`."""
     return maintenance_arguments(args.settings, args.admin_username, tracking_url, lock_table)
@@ -144,6 +192,7 @@ def maintenance_arguments(
 # cli.runs, not cli.main: cli.main registers every sub-command, some of which import packages
 # (the local stack's) that the server image does not install.
 ENTRYPOINT = ["python", "-m", "cli.runs"]
+USERS_SYNC_ENTRYPOINT = ["python", "-m", "cli.users"]
 
 
 def container_definitions(
@@ -155,6 +204,7 @@ def container_definitions(
     database_environment: Mapping[str, str],
     admin_password_secret_arn: str,
     db_password_secret_arn: str,
+    users_declaration: str | None = None,
 ) -> list[dict[str, Any]]:
     environment = {
         **database_environment,
@@ -172,30 +222,53 @@ def container_definitions(
         ADMIN_PASSWORD_ENV: admin_password_secret_arn,
         contract.DB_PASSWORD.name: db_password_secret_arn,
     }
-    return [
-        {
-            "name": CONTAINER_NAME,
-            "image": image,
-            "essential": True,
-            "entryPoint": ENTRYPOINT,
-            "command": maintenance_command(args, tracking_url, lock_table),
-            # The server image's non-root user, stated here as for the server's task.
-            "user": RUN_AS_USER,
-            "readonlyRootFilesystem": args.read_only_root,
-            "mountPoints": scratch,
-            "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-            "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
-            "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
-            "logConfiguration": {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": args.log_group_name,
-                    "awslogs-region": args.region,
-                    "awslogs-stream-prefix": "maintenance",
-                },
+    common = {
+        "image": image,
+        # The server image's non-root user, stated here as for the server's task.
+        "user": RUN_AS_USER,
+        "readonlyRootFilesystem": args.read_only_root,
+        "mountPoints": scratch,
+        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": args.log_group_name,
+                "awslogs-region": args.region,
+                "awslogs-stream-prefix": "maintenance",
             },
-        }
-    ]
+        },
+    }
+    maintenance = {
+        "name": CONTAINER_NAME,
+        "essential": True,
+        "entryPoint": ENTRYPOINT,
+        "command": maintenance_command(args, tracking_url, lock_table),
+        **common,
+        "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
+        "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
+    }
+    if users_declaration is None:
+        return [maintenance]
+    # COMPLETE, not SUCCESS: a failed re-sync (its exit code and report are in its log stream) must
+    # not stop the week's housekeeping. A container others wait on to COMPLETE must be non-essential
+    # (ContainerDependency: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ContainerDependency.html).
+    maintenance["dependsOn"] = [{"containerName": USERS_SYNC_CONTAINER, "condition": "COMPLETE"}]
+    sync_environment = {
+        "AWS_REGION": args.region,
+        "HOME": SCRATCH_PATH,
+        "TMPDIR": SCRATCH_PATH,
+        USERS_DECLARATION_ENV: users_declaration,
+    }
+    users_sync = {
+        "name": USERS_SYNC_CONTAINER,
+        "essential": False,
+        "entryPoint": USERS_SYNC_ENTRYPOINT,
+        "command": users_sync_arguments(args.admin_username, tracking_url),
+        **common,
+        "environment": [{"name": key, "value": sync_environment[key]} for key in sorted(sync_environment)],
+        "secrets": [{"name": ADMIN_PASSWORD_ENV, "valueFrom": admin_password_secret_arn}],
+    }
+    return [users_sync, maintenance]
 
 
 # --- IAM documents (pure functions of resolved values, checked with parliament in tests) ---------
@@ -313,6 +386,7 @@ class Operations(pulumi.ComponentResource):
         )
 
         db_env = {k: pulumi.Output.from_input(v) for k, v in args.database_environment.items()}
+        declaration = users_declaration(pulumi.get_stack())
         definitions = pulumi.Output.all(
             args.task_image,
             args.tracking_url,
@@ -330,6 +404,7 @@ class Operations(pulumi.ComponentResource):
                     db_password_secret_arn=v[3],
                     database_environment=v[4],
                     lock_table=v[5],
+                    users_declaration=declaration,
                 )
             )
         )

@@ -109,6 +109,8 @@ class LocalStackInfo:
     lock_table: str
     # The stack setting artifacts.clientAccess this stack runs with ("proxied" or "presigned").
     artifact_client_access: str = contract.ARTIFACT_CLIENT_ACCESS.default or "proxied"
+    # The stack setting server.workspaces (`mlflow server --enable-workspaces`).
+    workspaces: bool = False
     processes: list[ProcessStatus] = field(default_factory=list)
     already_running: bool = False
 
@@ -134,6 +136,7 @@ class _State:
     ports: Ports
     lock_table: str
     artifact_client_access: str
+    workspaces: bool = False
     processes: list[ProcessRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
@@ -143,6 +146,7 @@ class _State:
             "ports": asdict(self.ports),
             "lock_table": self.lock_table,
             "artifact_client_access": self.artifact_client_access,
+            "workspaces": self.workspaces,
             "processes": [p.to_json() for p in self.processes],
         }
 
@@ -156,6 +160,7 @@ class _State:
             artifact_client_access=str(
                 data.get("artifact_client_access", contract.ARTIFACT_CLIENT_ACCESS.default)
             ),
+            workspaces=bool(data.get("workspaces", False)),
             processes=[ProcessRecord.from_json(p) for p in data.get("processes", [])],
         )
 
@@ -171,6 +176,7 @@ class LocalStack:
         lock_table: str = DEFAULT_LOCK_TABLE,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         artifact_client_access: str = contract.ARTIFACT_CLIENT_ACCESS.default or "proxied",
+        workspaces: bool = False,
     ) -> None:
         if replicas < 1:
             raise LocalStackError(f"--replicas must be at least 1 (got {replicas})")
@@ -193,6 +199,7 @@ class LocalStack:
         self.lock_table = lock_table
         self.timeout = timeout
         self.artifact_client_access = artifact_client_access
+        self.workspaces = workspaces
         self.secrets = SecretFiles(self.state_dir / "secrets")
 
     # -- paths -------------------------------------------------------------------------------
@@ -245,12 +252,20 @@ class LocalStack:
             s3_endpoint_url=s3_emulator.endpoint_url(state.ports.s3),
             lock_table=state.lock_table,
             artifact_client_access=state.artifact_client_access,
+            workspaces=state.workspaces,
             processes=[ProcessStatus(p.name, p.pid, is_running(p), p.log_file) for p in state.processes],
             already_running=already_running,
         )
 
     def _new_state(self) -> _State:
-        return _State(self.replicas, self.workers, self.ports, self.lock_table, self.artifact_client_access)
+        return _State(
+            self.replicas,
+            self.workers,
+            self.ports,
+            self.lock_table,
+            self.artifact_client_access,
+            workspaces=self.workspaces,
+        )
 
     # -- public API --------------------------------------------------------------------------
     def status(self) -> LocalStackInfo:
@@ -395,6 +410,7 @@ class LocalStack:
                 # Caddy reaches the replicas from 127.0.0.1: only its X-Forwarded-For is believed.
                 c.FORWARDED_ALLOW_IPS.name: "127.0.0.1",
                 c.ARTIFACT_CLIENT_ACCESS.name: state.artifact_client_access,
+                c.WORKSPACES.name: "true" if state.workspaces else "false",
                 # A pg_dump of both databases before any migration that changes a schema.
                 c.BACKUP_DIR.name: str(self.backup_dir),
                 c.PG_DUMP.name: str(POSTGRES_BIN_PATH / "pg_dump"),

@@ -102,6 +102,8 @@ def server_arguments(settings: ServerSettings, app_name: str) -> list[str]:
         ",".join(cors_origins(settings)),
         "--uvicorn-opts",
         uvicorn_options(settings),
+        # Workspaces are stored in the backend store (no --workspace-store-uri needed).
+        *(["--enable-workspaces"] if settings.workspaces else []),
     ]
 
 

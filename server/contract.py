@@ -78,6 +78,12 @@ FORWARDED_ALLOW_IPS = Setting(
     "comma-separated addresses/CIDRs of the load balancer; only their X-Forwarded-For/Proto is trusted",
     "127.0.0.1",
 )
+WORKSPACES = Setting(
+    "MLFLOW_STACK_WORKSPACES",
+    "MLflow workspaces (`mlflow server --enable-workspaces`): one server, one workspace per team; "
+    "true or false",
+    "false",
+)
 # How artifact bytes travel between clients and S3 (server/artifact_access.py).
 ARTIFACT_CLIENT_ACCESS_MODES: tuple[str, ...] = ("proxied", "presigned")
 ARTIFACT_CLIENT_ACCESS = Setting(
@@ -126,6 +132,7 @@ PLAIN_SETTINGS: tuple[Setting, ...] = (
     HOT_PATHS,
     FORWARDED_ALLOW_IPS,
     ARTIFACT_CLIENT_ACCESS,
+    WORKSPACES,
 )
 SECRET_SETTINGS: tuple[Setting, ...] = (
     DB_PASSWORD,

@@ -89,6 +89,8 @@ class ServerSettings:
     # Optional: unset, MLflow uses its built-in fallbacks (the entrypoint warns).
     crypto_kek_passphrase: str | None = None
     webhook_encryption_key: str | None = None
+    # `mlflow server --enable-workspaces` (contract.WORKSPACES).
+    workspaces: bool = False
     # Upgrade settings (contract.UPGRADE_SETTINGS).
     auth_legacy_denies: str = "refuse"
     backup_dir: str | None = None
@@ -276,6 +278,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
     hot_paths = r.choice(c.HOT_PATHS, BOOLEANS)
     forwarded_allow_ips = _forwarded_allow_ips(r)
     artifact_client_access = r.choice(c.ARTIFACT_CLIENT_ACCESS, c.ARTIFACT_CLIENT_ACCESS_MODES)
+    workspaces = r.choice(c.WORKSPACES, BOOLEANS)
 
     db_password = r.secret(c.DB_PASSWORD)
     admin_password = r.secret(c.ADMIN_PASSWORD, MIN_ADMIN_PASSWORD_LENGTH)
@@ -323,6 +326,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
         auth_cache_ttl_seconds=cache_ttl,
         admin_username=admin_username,
         hot_paths=hot_paths == "true",
+        workspaces=workspaces == "true",
         forwarded_allow_ips=forwarded_allow_ips,
         artifact_client_access=artifact_client_access,
         db_password=db_password,

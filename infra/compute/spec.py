@@ -164,6 +164,7 @@ def build_server_spec(
         **tuning_environment(server),
         contract.FORWARDED_ALLOW_IPS.name: ",".join(load_balancer_cidrs(settings)),
         contract.ARTIFACT_CLIENT_ACCESS.name: settings.artifacts.client_access,
+        contract.WORKSPACES.name: "true" if server.workspaces else "false",
     }
     secrets: dict[str, pulumi.Input[str]] = {
         contract.DB_PASSWORD.name: secret_refs.db_password,

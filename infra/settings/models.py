@@ -243,6 +243,11 @@ class ServerSettings(_Section):
         "NO_PERMISSIONS", description="basic-auth permission for users without an explicit grant"
     )
     auth_cache_ttl_seconds: int = Field(60, ge=0, description="basic-auth credential cache TTL (0 off)")
+    workspaces: bool = Field(
+        False,
+        description="MLflow workspaces (`mlflow server --enable-workspaces`): teams share one server, each "
+        "in its own workspace (docs/users.md)",
+    )
     admin_username: str = Field("admin", description="basic-auth admin user name")
     hot_paths: bool = Field(
         True,
