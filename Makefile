@@ -43,7 +43,7 @@ smoke: install
 	$(RUN)/mlflow-stack smoke --local
 
 ## test: build the docs, lint, then every test (unit, policies, integration on a fresh local stack);
-## the suite's runs go side by side, the upgrade tests included (tests/run_layers.py)
+## the suite's runs go in three lanes side by side, the upgrade tests included (tests/run_layers.py)
 test: install docs lint
 	$(RUN)/python tests/run_layers.py
 

@@ -3,11 +3,12 @@
 The unit and policy layers are CPU-bound (each stack file's program under mocks); the integration
 and reliability layers mostly wait on real servers; the upgrade tests (tests/upgrade, which plain
 `pytest` does not collect) mostly wait on PyPI and on old MLflow servers. Run one after the other
-they would take well over CI's 20 minutes on 2 cores; here integration + reliability run in one
-process while, next to it, unit + policies and then the upgrade tests run in another. Each is an
-ordinary pytest run whose layers must each collect tests (tests/conftest.py); the suite fails if any
-run fails or collected nothing (pytest's exit code 5 is a failure here too). The integration +
-reliability run reports live; the others' reports follow it (never interleaved).
+they would take well over CI's 20 minutes on 2 cores; here three lanes run side by side: the
+integration tests (one shared local stack), the reliability tests (each starts the stacks it breaks),
+and unit + policies followed by the upgrade tests. Each is an ordinary pytest run whose layers must
+each collect tests (tests/conftest.py); the suite fails if any run fails or collected nothing
+(pytest's exit code 5 is a failure here too). The integration run reports live; the others' reports
+follow it (never interleaved).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LIVE = ("integration + reliability", ("tests/integration", "tests/reliability"))
-# Run one after the other, next to LIVE.
-ALONGSIDE: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("unit + policies", ("tests/unit", "tests/policies")),
-    ("upgrade", ("tests/upgrade",)),
+LIVE = ("integration", ("tests/integration",))
+# Lanes next to LIVE, side by side; the runs of one lane go one after the other.
+LANES: tuple[tuple[tuple[str, tuple[str, ...]], ...], ...] = (
+    (("reliability", ("tests/reliability",)),),
+    (("unit + policies", ("tests/unit", "tests/policies")), ("upgrade", ("tests/upgrade",))),
 )
+ALONGSIDE = tuple(run for lane in LANES for run in lane)
 
 
 def _pytest(paths: tuple[str, ...], extra: list[str], **output: object) -> subprocess.Popen[bytes]:
@@ -33,8 +35,13 @@ def _pytest(paths: tuple[str, ...], extra: list[str], **output: object) -> subpr
     return subprocess.Popen(command, cwd=ROOT, **output)  # type: ignore[call-overload]
 
 
-def _run_alongside(extra: list[str], logs: Path, results: dict[str, tuple[int, Path]]) -> None:
-    for label, paths in ALONGSIDE:
+def _run_lane(
+    lane: tuple[tuple[str, tuple[str, ...]], ...],
+    extra: list[str],
+    logs: Path,
+    results: dict[str, tuple[int, Path]],
+) -> None:
+    for label, paths in lane:
         log = logs / f"{label.split()[0]}.log"
         with open(log, "wb") as handle:
             code = _pytest(paths, extra, stdout=handle, stderr=subprocess.STDOUT).wait()
@@ -45,13 +52,17 @@ def main(extra: list[str]) -> int:
     started = time.monotonic()
     results: dict[str, tuple[int, Path]] = {}
     with tempfile.TemporaryDirectory(prefix="mlflow-stack-suite-") as logs:
-        others = threading.Thread(target=_run_alongside, args=(extra, Path(logs), results))
-        others.start()
-        names = " then ".join(label for label, _ in ALONGSIDE)
-        sys.stdout.write(f"===== {LIVE[0]} (live; {names} run alongside, reported after) =====\n")
+        lanes = [
+            threading.Thread(target=_run_lane, args=(lane, extra, Path(logs), results)) for lane in LANES
+        ]
+        for lane in lanes:
+            lane.start()
+        names = ", ".join(" then ".join(label for label, _ in lane) for lane in LANES)
+        sys.stdout.write(f"===== {LIVE[0]} (live; alongside: {names}; reported after) =====\n")
         sys.stdout.flush()
         live_code = _pytest(LIVE[1], extra).wait()
-        others.join()
+        for lane in lanes:
+            lane.join()
         for label, _ in ALONGSIDE:
             code, log = results[label]
             sys.stdout.write(f"\n===== {label}: pytest exit {code} =====\n")
