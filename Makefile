@@ -70,9 +70,12 @@ test-large-artifact: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(RUN)/mkdocs build --strict
 
+## lint: ruff, and actionlint over .github/workflows/ (it also runs shellcheck on `run:` scripts when
+## shellcheck is on PATH)
 lint: install
 	$(RUN)/ruff check .
 	$(RUN)/ruff format --check .
+	$(RUN)/actionlint
 
 ## bench: load benchmarks (mixed traffic; authenticated writes as a user and as the admin; the kit vs
 ## stock MLflow, same run) and cleanup benchmark -> bench/RESULTS.md

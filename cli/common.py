@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from lifecycle import credentials
 from lifecycle.client import DEFAULT_TIMEOUT_SECONDS
 from lifecycle.targets import DEFAULT_LOCK_TABLE, Target, UsageError
 
@@ -29,14 +31,30 @@ EXIT_PRECONDITION = 5
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 
+# The epilog of every command that talks to a server (the precedence: lifecycle/credentials.py).
+TARGET_PRECEDENCE = (
+    "Which server: --url, --stack or --local when given; otherwise MLflow's client variables "
+    "MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD and "
+    "MLFLOW_TRACKING_SERVER_CERT_PATH; with neither, the command refuses (exit 2). With --url, "
+    "--username/--password-file/--ca-file fall back to those variables. MLFLOW_TRACKING_INSECURE_TLS=true "
+    "is refused: certificates are always verified."
+)
+
+
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="the server's https:// URL (with --username and --password-file)")
+    # Not required: with no target flag the MLFLOW_TRACKING_* variables name the server.
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--url",
+        help="the server's https:// URL (with --username and --password-file; default $MLFLOW_TRACKING_URI)",
+    )
     target.add_argument("--stack", metavar="NAME", help="a deployed Pulumi stack: outputs + Secrets Manager")
     target.add_argument(
         "--local", action="store_true", help="the running local stack (`mlflow-stack local up`)"
     )
-    parser.add_argument("--username", help="with --url: the basic-auth user")
+    parser.add_argument(
+        "--username", help="with --url: the basic-auth user (default $MLFLOW_TRACKING_USERNAME)"
+    )
     parser.add_argument(
         "--password-file",
         metavar="FILE",
@@ -46,8 +64,12 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
-        "--ca-file", metavar="PEM", help="verify the server's certificate against this CA bundle"
+        "--ca-file",
+        metavar="PEM",
+        help="verify the server's certificate against this CA bundle "
+        "(default $MLFLOW_TRACKING_SERVER_CERT_PATH)",
     )
+    parser.epilog = TARGET_PRECEDENCE
     parser.add_argument("--state-dir", metavar="DIR", help="with --local: the local stack's state directory")
     parser.add_argument(
         "--timeout",
@@ -97,8 +119,8 @@ def option_errors(args: argparse.Namespace) -> list[str]:
             for n in ("username", "password_file")
             if getattr(args, n)
         ]
-    if args.url and not args.username:
-        errors.append("--url needs --username (the basic-auth user)")
+    if args.url and not (args.username or os.environ.get(credentials.USERNAME_ENV_VAR)):
+        errors.append(f"--url needs --username (the basic-auth user) or {credentials.USERNAME_ENV_VAR}")
     if args.state_dir and not args.local:
         errors.append("--state-dir is only used with --local")
     if args.local and args.ca_file:
@@ -121,6 +143,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         password_file=args.password_file,
         ca_file=args.ca_file,
         stack=args.stack,
+        local=args.local,
         state_dir=args.state_dir,
         timeout=args.timeout,
     )
@@ -193,10 +216,6 @@ def run_command(
     else:
         print("\n".join(lines))
     return code
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

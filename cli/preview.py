@@ -4,6 +4,7 @@ Thin glue: parse options, build the report (preview.build: the program under moc
 the cost estimate) and print it (preview.report). No cloud credentials needed.
 Exit codes: 0 no mandatory violation; 1 a mandatory policy violation; 2 the preview could not be
 made (invalid stack settings, unknown region prices, the pack failed, bad options).
+`--format json` is what CI compares (`preview compare`, `preview stacks`: cli/preview_ci.py).
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "mandatory policy violation, 2 if the preview cannot be made."
         ),
     )
-    parser.add_argument("--stack", required=True, metavar="NAME", help="stacks/Pulumi.<NAME>.yaml")
+    # Required unless a sub-command (compare, stacks) is given: checked in run().
+    parser.add_argument("--stack", metavar="NAME", help="stacks/Pulumi.<NAME>.yaml (required)")
     parser.add_argument(
-        "--format", choices=("text", "markdown"), default="text", help="markdown: a PR comment"
+        "--format",
+        choices=("text", "markdown", "json"),
+        default="text",
+        help="markdown: a PR comment; json: the report for `preview compare`",
     )
     parser.add_argument(
         "--policy-config",
@@ -46,7 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="re-read the region's prices from the AWS Pricing API (needs AWS credentials) and save them "
         "to preview/prices.json",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
+    from cli import preview_ci
+
+    preview_ci.register(parser)
 
 
 # Set in the environment of a preview re-run in another checkout, so it never re-runs again.
@@ -83,12 +91,22 @@ def _run_in_project(args: argparse.Namespace) -> int | None:
     return subprocess.run([sys.executable, "-m", "cli.main", *argv], cwd=project, env=env).returncode
 
 
+def _fail(args: argparse.Namespace, message: str) -> int:
+    print(f"mlflow-stack preview: {message}", file=sys.stderr)
+    if args.format == "json":
+        from preview.compare import error_to_json
+
+        print(json.dumps(error_to_json(args.stack, message)))
+    return EXIT_ERROR
+
+
 def run(args: argparse.Namespace) -> int:
+    if not args.stack:
+        args.parser.error("--stack NAME is required (or a sub-command: compare, stacks)")
     try:
         rerun = _run_in_project(args)
     except FileNotFoundError as exc:
-        print(f"mlflow-stack preview: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, str(exc))
     if rerun is not None:
         return rerun
     from infra.settings import SettingsError
@@ -102,14 +120,15 @@ def run(args: argparse.Namespace) -> int:
         pack_config = json.loads(Path(args.policy_config).read_text()) if args.policy_config else None
         report = build_report(args.stack, pack_config=pack_config, refresh_prices=args.refresh_prices)
     except (SettingsError, CostError, PriceRefreshError, PolicyPackError, FileNotFoundError) as exc:
-        print(f"mlflow-stack preview: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, str(exc))
     except json.JSONDecodeError as exc:
-        print(
-            f"mlflow-stack preview: --policy-config {args.policy_config} is not JSON: {exc}", file=sys.stderr
-        )
-        return EXIT_ERROR
-    rendered = render_markdown(report) if args.format == "markdown" else render_text(report)
+        return _fail(args, f"--policy-config {args.policy_config} is not JSON: {exc}")
+    if args.format == "json":
+        from preview.compare import report_to_json
+
+        rendered = json.dumps(report_to_json(report, render_markdown(report)), indent=1) + "\n"
+    else:
+        rendered = render_markdown(report) if args.format == "markdown" else render_text(report)
     sys.stdout.write(rendered)
     print(f"(preview took {time.monotonic() - started:.1f}s)", file=sys.stderr)
     return EXIT_VIOLATIONS if report.mandatory else EXIT_OK

@@ -1,4 +1,7 @@
-"""`mlflow-stack smoke (--url URL | --stack NAME | --local)`: the post-deploy check.
+"""`mlflow-stack smoke [--url URL | --stack NAME | --local]`: the post-deploy check.
+
+With no target flag, MLflow's client variables name the server (MLFLOW_TRACKING_URI, _USERNAME,
+_PASSWORD, _SERVER_CERT_PATH); the precedence is lifecycle/credentials.py's.
 
 Thin glue: resolve the target (lifecycle.credentials), run lifecycle.smoke, print the report.
 Exit codes: 0 every check passed and cleanup succeeded; 1 a check or a cleanup step failed;
@@ -10,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
+from cli.common import TARGET_PRECEDENCE
 from lifecycle.client import DEFAULT_TIMEOUT_SECONDS
+from lifecycle.credentials import USERNAME_ENV_VAR
 from lifecycle.smoke_report import EXIT_USAGE
 
 # The shell's convention for "stopped by SIGINT".
@@ -33,13 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         # No prefix matching: `--password X` must not silently mean `--password-file X`.
         allow_abbrev=False,
     )
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="the server's https:// URL (with --username and --password-file)")
+    # Not required: with no target flag the MLFLOW_TRACKING_* variables name the server.
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--url",
+        help="the server's https:// URL (with --username and --password-file; default $MLFLOW_TRACKING_URI)",
+    )
     target.add_argument("--stack", metavar="NAME", help="a deployed Pulumi stack: outputs + Secrets Manager")
     target.add_argument(
         "--local", action="store_true", help="the running local stack (`mlflow-stack local up`)"
     )
-    parser.add_argument("--username", help="with --url: the basic-auth admin user")
+    parser.add_argument(
+        "--username", help="with --url: the basic-auth admin user (default $MLFLOW_TRACKING_USERNAME)"
+    )
     parser.add_argument(
         "--password-file",
         metavar="FILE",
@@ -49,7 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Accepted only to refuse it with a useful message (argv is visible to every user via `ps`).
     parser.add_argument("--password", dest="password_argument", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--ca-file", metavar="PEM", help="verify the server's certificate against this CA bundle"
+        "--ca-file",
+        metavar="PEM",
+        help="verify the server's certificate against this CA bundle "
+        "(default $MLFLOW_TRACKING_SERVER_CERT_PATH)",
     )
     parser.add_argument(
         "--http-url",
@@ -72,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"per-request timeout (default {DEFAULT_TIMEOUT_SECONDS:g})",
     )
     parser.add_argument("--keep", action="store_true", help="leave the smoke objects in place, for debugging")
+    parser.epilog = TARGET_PRECEDENCE
     parser.set_defaults(func=run, parser=parser)
 
 
@@ -96,8 +112,8 @@ def _option_errors(args: argparse.Namespace) -> list[str]:
         ]
     if args.state_dir and not args.local:
         errors.append("--state-dir is only used with --local")
-    if args.url and not args.username:
-        errors.append("--url needs --username (the basic-auth admin user)")
+    if args.url and not (args.username or os.environ.get(USERNAME_ENV_VAR)):
+        errors.append(f"--url needs --username (the basic-auth admin user) or {USERNAME_ENV_VAR}")
     if args.timeout <= 0:
         errors.append("--timeout must be a positive number of seconds")
     return errors
@@ -120,8 +136,13 @@ def run(args: argparse.Namespace) -> int:
             target = credentials.resolve_stack(args.stack, ca_file=args.ca_file)
             if args.http_url:
                 target = credentials.with_http_url(target, args.http_url)
-        else:
+        elif args.local:
             target = credentials.resolve_local(args.state_dir)
+        else:
+            from_env = credentials.resolve_env(ca_file=args.ca_file)
+            if from_env is None:
+                raise credentials.TargetError(credentials.NO_TARGET_MESSAGE)
+            target = credentials.with_http_url(from_env, args.http_url) if args.http_url else from_env
         if args.artifact_client_access:
             target = dataclasses.replace(target, artifact_client_access=args.artifact_client_access)
     except credentials.TargetError as exc:

@@ -1,15 +1,26 @@
 """Where a day-2 tool finds the server it talks to, and the admin credentials for it.
 
-Three sources, one result (`ServerTarget`):
-- `resolve_url`: an explicit URL and user; the password from a file or MLFLOW_TRACKING_PASSWORD
-  (never from the command line, where `ps` and shell history would show it);
+Four sources, one result (`ServerTarget`):
+- `resolve_url`: an explicit URL; the user from --username or MLFLOW_TRACKING_USERNAME, the password
+  from a file or MLFLOW_TRACKING_PASSWORD (never from the command line, where `ps` and shell history
+  would show it), the CA from --ca-file or MLFLOW_TRACKING_SERVER_CERT_PATH;
+- `resolve_env`: no target flag at all — MLflow's own client variables, the way a CI job that already
+  runs `mlflow` is configured (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD, _SERVER_CERT_PATH);
 - `resolve_stack`: a deployed Pulumi stack — `pulumi stack output --json` for the URL, the admin
   user name, the Secrets Manager ARN and region, then boto3 for the password itself;
 - `resolve_local`: the local stack, through local/'s status (what `mlflow-stack local status --json`
   prints).
 
+Precedence (docs/ci.md "Which server a command talks to"): a target flag (--url, --stack, --local)
+wins; with no flag, MLFLOW_TRACKING_URI; with neither, the command refuses (exit 2) rather than guess
+— a pipeline whose variable went missing must not act on whatever server happens to be local. For
+each setting a flag beats its variable; --stack and --local bring their own credentials and read no
+MLFLOW_TRACKING_* variable. MLFLOW_TRACKING_INSECURE_TLS=true is refused, not honoured: the kit never
+turns certificate checks off (MLFLOW_TRACKING_SERVER_CERT_PATH trusts a private CA instead).
+
 Every problem is reported as one `TargetError` naming the setting and the fix, before anything is
-sent to a server. This module never imports pulumi or infra/: it runs the Pulumi CLI as a program.
+sent to a server. No message ever contains the password or a URI's embedded credentials. This
+module never imports pulumi or infra/: it runs the Pulumi CLI as a program.
 """
 
 from __future__ import annotations
@@ -19,12 +30,19 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 PASSWORD_ENV_VAR = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - the variable's name, not a password
+# MLflow's client conventions (mlflow.environment_variables), read when no target flag names a server.
+TRACKING_URI_ENV_VAR = "MLFLOW_TRACKING_URI"
+USERNAME_ENV_VAR = "MLFLOW_TRACKING_USERNAME"
+CERT_PATH_ENV_VAR = "MLFLOW_TRACKING_SERVER_CERT_PATH"
+INSECURE_TLS_ENV_VAR = "MLFLOW_TRACKING_INSECURE_TLS"
+TOKEN_ENV_VAR = "MLFLOW_TRACKING_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 # The stack outputs contract (infra/ exports these names; see __main__.py).
 STACK_OUTPUT_KEYS = ("tracking_url", "admin_username", "admin_password_secret_arn", "region")
@@ -103,19 +121,42 @@ def _check_ca_file(ca_file: str | os.PathLike[str] | None, setting: str = "--ca-
     return os.fspath(ca_file)
 
 
+def _redacted(uri: str) -> str:
+    """A URI fit for a message: any user:password@ it embeds replaced."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _refuse_insecure_tls(env: Mapping[str, str]) -> None:
+    if env.get(INSECURE_TLS_ENV_VAR, "").strip().lower() in ("true", "1", "yes"):
+        raise TargetError(
+            f"{INSECURE_TLS_ENV_VAR} is set: mlflow-stack never turns certificate verification off "
+            f"(it sends the admin password). Unset it and trust the server's CA with {CERT_PATH_ENV_VAR} "
+            "(or --ca-file) instead."
+        )
+
+
 def resolve_url(
     url: str,
     username: str | None,
     password_file: str | os.PathLike[str] | None = None,
     ca_file: str | os.PathLike[str] | None = None,
     http_url: str | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> ServerTarget:
-    """An explicit server. The password comes from `password_file`, else MLFLOW_TRACKING_PASSWORD."""
+    """An explicit server. The user comes from `username`, else MLFLOW_TRACKING_USERNAME; the
+    password from `password_file`, else MLFLOW_TRACKING_PASSWORD; the CA from `ca_file`, else
+    MLFLOW_TRACKING_SERVER_CERT_PATH (else the system's trust store)."""
     env = os.environ if environ is None else environ
     url = _check_url(url, "--url")
+    _refuse_insecure_tls(env)
+    username = username or env.get(USERNAME_ENV_VAR)
     if not username:
-        raise TargetError("--username is required with --url (the basic-auth admin user).")
+        raise TargetError(
+            f"--username is required with --url (the basic-auth admin user), or set {USERNAME_ENV_VAR}."
+        )
     if password_file is not None:
         password = read_password_file(password_file)
     elif env.get(PASSWORD_ENV_VAR):
@@ -125,14 +166,71 @@ def resolve_url(
             f"no password: pass --password-file FILE or set {PASSWORD_ENV_VAR} "
             "(a password is never accepted on the command line)."
         )
+    if ca_file is None and env.get(CERT_PATH_ENV_VAR):
+        ca_file, ca_setting = env[CERT_PATH_ENV_VAR], CERT_PATH_ENV_VAR
+    else:
+        ca_setting = "--ca-file"
     return ServerTarget(
         url=url,
         username=username,
         password=password,
-        ca_file=_check_ca_file(ca_file),
+        ca_file=_check_ca_file(ca_file, ca_setting),
         http_url=_check_url(http_url, "--http-url") if http_url else None,
         source="--url",
     )
+
+
+def resolve_env(
+    environ: Mapping[str, str] | None = None, ca_file: str | os.PathLike[str] | None = None
+) -> ServerTarget | None:
+    """The server MLflow's own client would use: MLFLOW_TRACKING_URI with MLFLOW_TRACKING_USERNAME,
+    MLFLOW_TRACKING_PASSWORD and MLFLOW_TRACKING_SERVER_CERT_PATH (an explicit `ca_file`, --ca-file,
+    beats the last). None when MLFLOW_TRACKING_URI is unset (the caller then says how to name a
+    server)."""
+    env = os.environ if environ is None else environ
+    uri = env.get(TRACKING_URI_ENV_VAR, "").strip()
+    if not uri:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise TargetError(
+            f"{TRACKING_URI_ENV_VAR}={_redacted(uri)!r} is not an http(s) server URL; mlflow-stack talks "
+            "to a tracking server (e.g. https://mlflow.example.com), not a local file or database store."
+        )
+    if parts.username or parts.password:
+        raise TargetError(
+            f"{TRACKING_URI_ENV_VAR}={_redacted(uri)!r} embeds credentials; put the user in "
+            f"{USERNAME_ENV_VAR} and the password in {PASSWORD_ENV_VAR} instead."
+        )
+    _refuse_insecure_tls(env)
+    username, password = env.get(USERNAME_ENV_VAR), env.get(PASSWORD_ENV_VAR)
+    if not username or not password:
+        pairs = ((USERNAME_ENV_VAR, username), (PASSWORD_ENV_VAR, password))
+        missing = [name for name, value in pairs if not value]
+        token_hint = (
+            f" ({TOKEN_ENV_VAR} is set, but the server uses basic auth: a user and password, not a token)"
+            if env.get(TOKEN_ENV_VAR)
+            else ""
+        )
+        raise TargetError(
+            f"{TRACKING_URI_ENV_VAR} names the server, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set{token_hint}."
+        )
+    return ServerTarget(
+        url=_check_url(uri, TRACKING_URI_ENV_VAR),
+        username=username,
+        password=password,
+        ca_file=_check_ca_file(ca_file)
+        if ca_file is not None
+        else _check_ca_file(env.get(CERT_PATH_ENV_VAR) or None, CERT_PATH_ENV_VAR),
+        source=TRACKING_URI_ENV_VAR,
+    )
+
+
+NO_TARGET_MESSAGE = (
+    "no server named: pass --url, --stack or --local, or set MLFLOW_TRACKING_URI "
+    "(with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+)
 
 
 def _run_json(command: list[str], what: str, cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Shared by `mlflow-stack runs` and `mlflow-stack models` (cli/ only parses option
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,20 @@ def resolve_target(
     password_file: str | None = None,
     ca_file: str | None = None,
     stack: str | None = None,
+    local: bool = False,
     state_dir: str | None = None,
     timeout: float,
+    environ: Mapping[str, str] | None = None,
 ) -> Target:
-    """The server to talk to: --url, --stack or (neither) the local stack, resolved the way
-    `mlflow-stack smoke` resolves it (lifecycle.credentials / Connection.from_*)."""
+    """The server to talk to: --url, --stack or --local; with none of them MLflow's client variables
+    (MLFLOW_TRACKING_URI, ...); with none of those a UsageError — resolved the way `mlflow-stack
+    smoke` resolves it (lifecycle.credentials, whose docstring states the precedence)."""
     from lifecycle import credentials
     from lifecycle.client import Connection
 
     try:
         if url:
-            target = credentials.resolve_url(url, username, password_file, ca_file)
+            target = credentials.resolve_url(url, username, password_file, ca_file, environ=environ)
             return Target(Connection.from_target(target, timeout=timeout))
         if stack:
             target = credentials.resolve_stack(stack, ca_file=ca_file)
@@ -58,6 +62,13 @@ def resolve_target(
                 lock_table=outputs.get("lock_table"),
                 aws_region=outputs.get("region"),
             )
+        if not local:
+            from_env = credentials.resolve_env(environ, ca_file=ca_file)
+            if from_env is None:
+                raise UsageError(credentials.NO_TARGET_MESSAGE)
+            # Like --url: the lock table is named by --lock-table (else the default), its region
+            # comes from AWS_REGION.
+            return Target(Connection.from_target(from_env, timeout=timeout))
         from local import s3_emulator
         from local.stack import DEFAULT_STATE_DIR, LocalStack
 

@@ -24,7 +24,6 @@ def run_cli(*argv: str) -> int:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "one of the arguments --url --stack --local is required"),
         (["--url", "https://x", "--stack", "dev"], "not allowed with argument"),
         (["--local", "--username", "admin"], "--username is only used with --url"),
         (["--stack", "dev", "--password-file", "pw"], "--password-file is only used with --url"),
@@ -41,8 +40,10 @@ def run_cli(*argv: str) -> int:
     ],
 )
 def test_bad_option_combinations_exit_2_with_the_reason(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # --url's user may also come from MLflow's variable (tests/unit/test_tracking_env_target.py).
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     with pytest.raises(SystemExit) as exited:
         run_cli(*argv)
     assert exited.value.code == 2
