@@ -86,9 +86,14 @@ class AwsMocks(Mocks):
         "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
     }
 
-    def __init__(self, stack: str, region: str) -> None:
+    def __init__(
+        self, stack: str, region: str, stack_outputs: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.stack = stack
         self.region = region
+        # StackReference name -> the referenced stack's outputs (a team stack's platform, built
+        # offline from its own stack file by preview/offline.py); rpc-wrapped secrets stay secret.
+        self.stack_outputs = stack_outputs or {}
         self.partition, self.dns_suffix, self.reverse_dns_prefix = partition_of(region)
         self.registrations: list[tuple[MockResourceArgs, str, dict[str, Any]]] = []
 
@@ -123,11 +128,17 @@ class AwsMocks(Mocks):
         if typ.startswith("pulumi:providers:"):
             return self._uuid(name), state
         if typ == "pulumi:pulumi:StackReference":
+            reference = _plain(inputs.get("name")) or name
+            if reference in self.stack_outputs:
+                outputs = self.stack_outputs[reference]
+                state["outputs"] = dict(outputs)
+                state["secretOutputNames"] = [key for key, value in outputs.items() if rpc.is_rpc_secret(value)]
+                return reference, state
             # The platform stack the Kubernetes backend reads its kubeconfig from: a stand-in
             # kubeconfig, secret as a real stack output of one would be.
             state["outputs"] = {"kubeconfig": rpc.wrap_rpc_secret(OFFLINE_KUBECONFIG)}
             state["secretOutputNames"] = ["kubeconfig"]
-            return _plain(inputs.get("name")) or name, state
+            return reference, state
         if typ in self.ID_PREFIXES:
             resource_id = f"{self.ID_PREFIXES[typ]}-{short}"
             state["arn"] = self._arn("ec2", f"{self.ID_PREFIXES[typ]}/{resource_id}")
