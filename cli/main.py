@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.deployer_policy",
     "cli.image",
     "cli.db",
+    "cli.team",
 )
 
 

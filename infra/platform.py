@@ -25,8 +25,8 @@ from infra.ordering import ready_when
 from infra.secrets import Secrets, SecretsArgs
 from infra.settings import Settings, load_balancer_open_to_all
 from infra.shared_platform import SharedPlatform, build_shared_platform, export_platform_outputs
-from infra.team_route import PlatformReference, ReferencedNetwork, TeamRoute, team_route
 from infra.tags import aws_provider
+from infra.team_route import PlatformReference, ReferencedNetwork, TeamRoute, team_route
 from server import contract
 
 # Days a deleted secret stays restorable; dev stacks are torn down and rebuilt often.

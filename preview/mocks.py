@@ -132,7 +132,9 @@ class AwsMocks(Mocks):
             if reference in self.stack_outputs:
                 outputs = self.stack_outputs[reference]
                 state["outputs"] = dict(outputs)
-                state["secretOutputNames"] = [key for key, value in outputs.items() if rpc.is_rpc_secret(value)]
+                state["secretOutputNames"] = [
+                    key for key, value in outputs.items() if rpc.is_rpc_secret(value)
+                ]
                 return reference, state
             # The platform stack the Kubernetes backend reads its kubeconfig from: a stand-in
             # kubeconfig, secret as a real stack output of one would be.
