@@ -231,6 +231,14 @@ class AwsMocks(Mocks):
                 zoneId="Z35SXDOTRQ7X7K",
             )
             resource_id = state["arn"]
+        elif typ in {"aws:lb/listener:Listener", "aws:lb/listenerRule:ListenerRule"}:
+            # As ELB names them: listener/app/<lb name>/<lb id>/<id>, listener-rule/app/.../<id>
+            # (the parent's ARN is an input: loadBalancerArn, listenerArn).
+            parent = str(_plain(inputs.get("loadBalancerArn") or inputs.get("listenerArn")) or "")
+            path = parent.split(":", 5)[-1].split("/", 1)[-1] if "/" in parent else f"app/{physical}/0"
+            kind = "listener" if typ.endswith("Listener") else "listener-rule"
+            state["arn"] = self._arn("elasticloadbalancing", f"{kind}/{path}/{short[:16]}")
+            resource_id = state["arn"]
         elif typ == "aws:lb/targetGroup:TargetGroup":
             suffix = f"targetgroup/{physical}/{short[:16]}"
             state.update(arn=self._arn("elasticloadbalancing", suffix), arnSuffix=suffix, name=physical)

@@ -212,6 +212,12 @@ def stack_backend(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
     return str(compute.get("backend", "ecs")) if isinstance(compute, Mapping) else "ecs"
 
 
+def stack_mode(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
+    """tenancy.mode a stack file selects: "platform", "team", or "standalone" (the default)."""
+    tenancy = load_stack_config(stack, stack_dir).get(f"{CONFIG_NAMESPACE}:tenancy") or {}
+    return str(tenancy.get("mode", "standalone")) if isinstance(tenancy, Mapping) else "standalone"
+
+
 def load_stack_config(stack: str, stack_dir: str | Path = STACK_DIR) -> dict[str, Any]:
     """The `config:` map of stacks/Pulumi.<stack>.yaml, keys fully qualified (`mlflow-stack:x`)."""
     path = _stack_directory(stack_dir) / f"Pulumi.{stack}.yaml"

@@ -19,8 +19,11 @@ import yaml
 
 from infra.settings import CONFIG_NAMESPACE, ENVIRONMENTS, NAME_PATTERN, build_settings
 from infra.settings.tenancy import (
+    ALB_RULES_PER_LOAD_BALANCER,
     DERIVED_PRIORITY_FLOOR,
     MAX_RULE_PRIORITY,
+    MAX_TEAMS_PER_PLATFORM,
+    RULES_PER_TEAM,
     derived_listener_priority,
     listener_priority,
     platform_stack_name,
@@ -144,7 +147,14 @@ def scaffold_team_stack(
     domain = platform_config.get(f"{CONFIG_NAMESPACE}:domain") or {}
     region = platform_config.get("aws:region")
 
-    taken = set(listener_priorities(reference, stack_dir).values())
+    existing = listener_priorities(reference, stack_dir)
+    if len(existing) >= MAX_TEAMS_PER_PLATFORM:
+        raise ScaffoldError(
+            f"{reference} already carries {len(existing)} team stacks: {RULES_PER_TEAM} listener rules each "
+            f"reach the ALB's default quota of {ALB_RULES_PER_LOAD_BALANCER} rules (Quotas for your "
+            "Application Load Balancers) — raise the quota, or start a second platform stack"
+        )
+    taken = set(existing.values())
     priority = derived_listener_priority(team)
     tenancy_section: dict[str, Any] = {"mode": "team", "platformStack": reference}
     if priority in taken:

@@ -31,6 +31,15 @@ from infra.settings.section import _Section
 # "Rule priority"; CreateRule's Priority parameter, Elastic Load Balancing API reference).
 MIN_RULE_PRIORITY = 1
 MAX_RULE_PRIORITY = 50_000
+# "Quotas for your Application Load Balancers" (ELB User Guide, load-balancer-limits.html): rules
+# per ALB, not counting default rules, 100 (adjustable); target groups per ALB 100 (not adjustable);
+# condition values per rule 5. A team takes 2 rules (HTTPS forward, HTTP redirect), 1 target group
+# and 1 host value per rule, so one shared ALB carries at most 50 teams at the default quota.
+ALB_RULES_PER_LOAD_BALANCER = 100
+ALB_TARGET_GROUPS_PER_LOAD_BALANCER = 100
+ALB_CONDITION_VALUES_PER_RULE = 5
+RULES_PER_TEAM = 2
+MAX_TEAMS_PER_PLATFORM = ALB_RULES_PER_LOAD_BALANCER // RULES_PER_TEAM
 # Derived priorities start above this, leaving 1-999 to rules a platform engineer places by hand.
 DERIVED_PRIORITY_FLOOR = 1_000
 
@@ -115,7 +124,12 @@ def tenancy_problems(
                 )
     if mode == "platform":
         for section in SERVER_SECTIONS:
-            if raw.get(section):
+            value = raw.get(section)
+            # maintenance.enabled alone is harmless (nothing to schedule on a platform), and what a
+            # stack-wide override such as the deployer-policy check sets on every stack.
+            if section == "maintenance" and isinstance(value, Mapping) and set(value) <= {"enabled"}:
+                continue
+            if value:
                 problems.append(
                     problem(
                         section,

@@ -35,15 +35,24 @@ PROD_ONLY = {
     "mlflow-prod-replicas-autoscaled",
 }
 ADVISORY_STACKS = {
-    "alb-access-logs": ("prod", "search-prod"),
-    "vpc-flow-logs": ("prod",),
+    "alb-access-logs": ("prod", "search-prod", "platform-prod"),
+    "vpc-flow-logs": ("prod", "platform-prod"),
     # WAF is on by default for internet-facing staging and prod; dev leaves it off to save its cost.
-    "alb-internet-facing-web-acl": ("staging", "prod", "search-prod"),
+    "alb-internet-facing-web-acl": ("staging", "prod", "search-prod", "platform-prod"),
 }
 # search-prod's stack file waives Multi-AZ with a written reason (mlflow-stack:overrides); the
 # preview lowers that policy to advisory for that stack, so it is not expected to pass there.
 WAIVED = {("search-prod", "rds-prod-multi-az")}
-STACKS = ("dev", "staging", "prod", "search-prod", "vision-prod")
+STACKS = (
+    "dev",
+    "staging",
+    "prod",
+    "search-prod",
+    "vision-prod",
+    "platform-prod",
+    "recsys-prod",
+    "fraud-prod",
+)
 # compute.backend: kubernetes stacks: the ECS rules have nothing there, the Kubernetes rules only
 # there; the replicas rule looks at the Deployment instead of the ECS service.
 KUBERNETES_STACKS = ("vision-prod",)
