@@ -49,7 +49,7 @@ def _violations(graph: ResourceGraph, resource: RegisteredResource, required: li
     return [f"{resource.name} is not ordered after {name}" for name in missing]
 
 
-@pytest.mark.parametrize("stack", STACK_FILES)
+@pytest.mark.parametrize("stack", OWN_EDGE_STACKS)
 def test_internet_facing_resources_wait_for_the_internet_gateway(stack_graph, stack):
     """EC2: an Elastic IP for a NAT gateway and a public NAT gateway need the VPC's internet
     gateway attached ("NAT gateways", Amazon VPC User Guide: "you must ... attach an internet
@@ -102,7 +102,9 @@ def _policies_of(graph: ResourceGraph, role: RegisteredResource) -> list[Registe
     ]
 
 
-@pytest.mark.parametrize("stack", [s for s in STACK_FILES if stack_backend(s) == "ecs"])
+@pytest.mark.parametrize(
+    "stack", [s for s in STACK_FILES if stack_backend(s) == "ecs" and stack_mode(s) != "platform"]
+)
 def test_task_definitions_wait_for_secret_values_role_policies_and_log_groups(stack_graph, stack):
     """ECS resolves `secrets` and pulls the image with the execution role when a task starts: a
     secret without a value fails the task with ResourceInitializationError, a role whose policy is

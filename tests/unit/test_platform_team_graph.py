@@ -75,8 +75,21 @@ def test_the_shipped_example_has_a_platform_and_two_teams_on_it() -> None:
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
 def test_platform_stack_has_no_team_resources(stack: str, stack_graph: Any) -> None:
     graph = stack_graph(stack)
-    assert not graph.types & TEAM_TYPES, sorted(graph.types & TEAM_TYPES)
+    # Its own roles and buckets only: the flow-log role and the ALB's access-log bucket.
+    team_types = TEAM_TYPES - {"aws:iam/role:Role", "aws:s3/bucket:Bucket"}
+    assert not graph.types & team_types, sorted(graph.types & team_types)
+    trusted = {
+        principal
+        for role in graph.of_type("aws:iam/role:Role")
+        for statement in json.loads(role.get("assumeRolePolicy"))["Statement"]
+        for principal in [statement["Principal"].get("Service")]
+    }
+    assert trusted == {"vpc-flow-logs.amazonaws.com"}
+    buckets = graph.of_type("aws:s3/bucket:Bucket")
+    assert [b.parent_name for b in buckets] == [f"mlflow-{stack}-edge"]
     assert graph.types >= PLATFORM_TYPES, sorted(PLATFORM_TYPES - graph.types)
+    teams = [s.rsplit("-", 1)[0] for s in TEAM_STACKS]
+    assert not [r.name for r in graph.resources if any(f"mlflow-{t}-" in r.name for t in teams)]
 
 
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
@@ -281,3 +294,12 @@ def test_standalone_stacks_stay_self_contained(stack: str, stack_graph: Any) -> 
         assert "pulumi:pulumi:StackReference" not in graph.types
     assert not graph.of_type(LISTENER_RULE)
     assert "tenancy_mode" not in graph.outputs
+
+
+@pytest.mark.parametrize("stack", TEAM_STACKS)
+def test_team_service_waits_for_its_rule_on_the_shared_listener(stack: str, stack_graph: Any) -> None:
+    """ECS refuses a target group no listener (rule) forwards to: the service is created after it."""
+    graph = stack_graph(stack)
+    service = graph.one("aws:ecs/service:Service")
+    forward = next(r for r in graph.of_type(LISTENER_RULE) if r.get("actions")[0]["type"] == "forward")
+    assert graph.depends_on(service, forward)
