@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.db",
     "cli.audit",
     "cli.users",
+    "cli.team",
 )
 
 

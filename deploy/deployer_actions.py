@@ -74,6 +74,7 @@ TYPE_ACTIONS: ActionTable = {
     "mlflow-stack:database:Database": _NOTHING,
     "mlflow-stack:edge:Firewall": _NOTHING,
     "mlflow-stack:edge:LoadBalancer": _NOTHING,
+    "mlflow-stack:edge:TeamRoute": _NOTHING,  # a team stack's rules on the platform's ALB
     "mlflow-stack:identity:Identity": _NOTHING,
     "mlflow-stack:locks:LockTable": _NOTHING,
     "mlflow-stack:monitoring:Monitoring": _NOTHING,
@@ -488,6 +489,16 @@ TYPE_ACTIONS: ActionTable = {
             "elasticloadbalancing:DescribeListenerAttributes",
             "elasticloadbalancing:DescribeTags",
         ),
+    },
+    # A team stack's host rules on its platform stack's shared listeners (tenancy.mode team).
+    "aws:lb/listenerRule:ListenerRule": {
+        ELB: (
+            "elasticloadbalancing:CreateRule",
+            "elasticloadbalancing:ModifyRule",
+            "elasticloadbalancing:DeleteRule",
+            *_ELB_TAGS,
+        ),
+        UNSCOPED: ("elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTags"),
     },
     "aws:acm/certificate:Certificate": {
         UNSCOPED: ("acm:RequestCertificate",),

@@ -302,6 +302,24 @@ class _StackArns:
         buckets = self.names("aws:s3/bucket:Bucket", "bucket")
         load_balancers = self.names("aws:lb/loadBalancer:LoadBalancer")
         clusters = self.names("aws:ecs/cluster:Cluster")
+        # A team stack (tenancy.mode team) adds rules to its platform stack's ALB listeners and a
+        # service to its cluster: only those, by the names in the ARNs the platform exports.
+        shared_load_balancers = sorted(
+            {
+                str(rule.get("listenerArn")).split("/")[2]
+                for rule in self.graph.of_type("aws:lb/listenerRule:ListenerRule")
+                if str(rule.get("listenerArn")).count("/") >= 3
+            }
+            - set(load_balancers)
+        )
+        shared_clusters = sorted(
+            {
+                str(service.get("cluster")).rsplit("/", 1)[-1]
+                for service in self.graph.of_type("aws:ecs/service:Service")
+                if ":cluster/" in str(service.get("cluster"))
+            }
+            - set(clusters)
+        )
         zones = sorted({str(r.get("zoneId")) for r in self.graph.of_type("aws:route53/record:Record")})
         return {
             table.UNSCOPED: ["*"],
@@ -325,10 +343,20 @@ class _StackArns:
                     self.arn("elasticloadbalancing", f"targetgroup/{tg}/*")
                     for tg in self.names("aws:lb/targetGroup:TargetGroup")
                 ),
+                *(
+                    self.arn("elasticloadbalancing", f"{kind}/{lb}/{ids}")
+                    for lb in shared_load_balancers
+                    for kind, ids in (
+                        ("listener/app", "*/*"),
+                        ("listener/net", "*/*"),
+                        ("listener-rule/app", "*/*/*"),
+                        ("listener-rule/net", "*/*/*"),  # parliament: Create/Modify/DeleteRule list both
+                    )
+                ),
             ],
             table.ECS: [
                 *(self.arn("ecs", f"cluster/{cluster}") for cluster in clusters),
-                *(self.arn("ecs", f"service/{cluster}/*") for cluster in clusters),
+                *(self.arn("ecs", f"service/{cluster}/*") for cluster in [*clusters, *shared_clusters]),
                 *(
                     self.arn("ecs", f"task-definition/{family}:*")
                     for family in self.names("aws:ecs/taskDefinition:TaskDefinition", "family")

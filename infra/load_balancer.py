@@ -52,6 +52,9 @@ class LoadBalancerArgs:
     healthy_threshold: int = 2
     unhealthy_threshold: int = 3
     hsts_max_age_seconds: int = 31536000  # 0: no Strict-Transport-Security header
+    # One ALB for many team stacks (tenancy.mode platform): a wildcard certificate and alias record
+    # for *.domain_name, no target group, and an HTTPS listener answering 404 to hosts no team claims.
+    shared: bool = False
 
     def __post_init__(self) -> None:
         if self.certificate_arn is None and self.hosted_zone_id is None:
@@ -72,6 +75,50 @@ class LoadBalancerArgs:
     @property
     def target_group_name(self) -> str:
         return f"{self.name_prefix}-tg"
+
+    @property
+    def certificate_domain_name(self) -> str:
+        """The certificate's (and alias record's) name: the host, or *.domain for a shared ALB."""
+        return f"*.{self.domain_name}" if self.shared else self.domain_name
+
+
+def server_target_group(
+    resource_name: str,
+    *,
+    name: str,
+    vpc_id: pulumi.Input[str],
+    target_port: int,
+    health_path: str,
+    deregistration_delay_seconds: int,
+    interval_seconds: int = 15,
+    healthy_threshold: int = 2,
+    unhealthy_threshold: int = 3,
+    opts: pulumi.ResourceOptions,
+) -> aws.lb.TargetGroup:
+    """The replicas' `ip` target group, health-checked on /health (a standalone ALB's, or a team's
+    on the shared ALB)."""
+    return aws.lb.TargetGroup(
+        resource_name,
+        name=name,
+        vpc_id=vpc_id,
+        target_type="ip",  # Fargate tasks register by ENI IP
+        protocol="HTTP",
+        protocol_version="HTTP1",
+        port=target_port,
+        deregistration_delay=deregistration_delay_seconds,
+        health_check=aws.lb.TargetGroupHealthCheckArgs(
+            enabled=True,
+            protocol="HTTP",
+            path=health_path,
+            port="traffic-port",
+            matcher="200",
+            interval=interval_seconds,
+            timeout=5,
+            healthy_threshold=healthy_threshold,
+            unhealthy_threshold=unhealthy_threshold,
+        ),
+        opts=opts,
+    )
 
 
 def hsts_header(max_age_seconds: int) -> str | None:
@@ -98,7 +145,7 @@ class LoadBalancer(pulumi.ComponentResource):
 
     alb: aws.lb.LoadBalancer
     security_group: aws.ec2.SecurityGroup
-    target_group: aws.lb.TargetGroup
+    target_group: aws.lb.TargetGroup | None  # None on a shared ALB
     https_listener: aws.lb.Listener
     http_listener: aws.lb.Listener
 
@@ -156,27 +203,30 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=alb_depends_on),
         )
 
-        self.target_group = aws.lb.TargetGroup(
-            f"{name}-tg",
-            name=args.target_group_name,
-            vpc_id=args.vpc_id,
-            target_type="ip",  # Fargate tasks register by ENI IP
-            protocol="HTTP",
-            protocol_version="HTTP1",
-            port=args.target_port,
-            deregistration_delay=args.deregistration_delay_seconds,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                enabled=True,
-                protocol="HTTP",
-                path=args.health_path,
-                port="traffic-port",
-                matcher="200",
-                interval=args.health_check_interval_seconds,
-                timeout=5,
+        self.target_group = None
+        if not args.shared:
+            self.target_group = server_target_group(
+                f"{name}-tg",
+                name=args.target_group_name,
+                vpc_id=args.vpc_id,
+                target_port=args.target_port,
+                health_path=args.health_path,
+                deregistration_delay_seconds=args.deregistration_delay_seconds,
+                interval_seconds=args.health_check_interval_seconds,
                 healthy_threshold=args.healthy_threshold,
                 unhealthy_threshold=args.unhealthy_threshold,
-            ),
-            opts=child,
+                opts=child,
+            )
+        https_default = (
+            aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
+            if self.target_group is not None
+            # A host no team's rule claims gets a plain 404 from the ALB itself, never a team's server.
+            else aws.lb.ListenerDefaultActionArgs(
+                type="fixed-response",
+                fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                    content_type="text/plain", message_body="no MLflow here\n", status_code="404"
+                ),
+            )
         )
 
         self.https_listener = aws.lb.Listener(
@@ -186,9 +236,7 @@ class LoadBalancer(pulumi.ComponentResource):
             protocol="HTTPS",
             ssl_policy=args.ssl_policy,
             certificate_arn=self.certificate_arn,
-            default_actions=[
-                aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
-            ],
+            default_actions=[https_default],
             # The ALB sets the header on every HTTPS response, whatever the target answered
             # ("HTTP header modification for your Application Load Balancer", ELB User Guide).
             routing_http_response_strict_transport_security_header_value=hsts_header(
@@ -219,7 +267,7 @@ class LoadBalancer(pulumi.ComponentResource):
             aws.route53.Record(
                 f"{name}-alias",
                 zone_id=args.hosted_zone_id,
-                name=args.domain_name,
+                name=args.certificate_domain_name,
                 type="A",
                 aliases=[
                     aws.route53.RecordAliasArgs(
@@ -234,6 +282,18 @@ class LoadBalancer(pulumi.ComponentResource):
         self.arn = self.alb.arn
         self.arn_suffix = self.alb.arn_suffix
         self.security_group_id = self.security_group.id
+        self.https_listener_arn = self.https_listener.arn
+        self.http_listener_arn = self.http_listener.arn
+        if self.target_group is None:  # shared: each team stack brings its own (infra/team_route.py)
+            self.register_outputs(
+                {
+                    "dns_name": self.dns_name,
+                    "arn_suffix": self.arn_suffix,
+                    "security_group_id": self.security_group_id,
+                    "https_listener_arn": self.https_listener_arn,
+                }
+            )
+            return
         self.target_group_arn_suffix = self.target_group.arn_suffix
         # ECS refuses a target group that no listener uses yet; carrying the listener in this
         # output makes every consumer of the target group wait for the listener.
@@ -257,7 +317,7 @@ class LoadBalancer(pulumi.ComponentResource):
             return pulumi.Output.from_input(args.certificate_arn)
         certificate = aws.acm.Certificate(
             f"{name}-cert",
-            domain_name=args.domain_name,
+            domain_name=args.certificate_domain_name,
             validation_method="DNS",
             key_algorithm="EC_prime256v1",
             opts=child,

@@ -24,7 +24,9 @@ from infra.operations import Operations, OperationsArgs
 from infra.ordering import ready_when
 from infra.secrets import Secrets, SecretsArgs
 from infra.settings import Settings, load_balancer_open_to_all
+from infra.shared_platform import SharedPlatform, build_shared_platform, export_platform_outputs
 from infra.tags import aws_provider
+from infra.team_route import PlatformReference, ReferencedNetwork, TeamRoute, team_route
 from server import contract
 
 # Days a deleted secret stays restorable; dev stacks are torn down and rebuilt often.
@@ -38,14 +40,14 @@ class Platform:
     settings: Settings
     provider: aws.Provider
     account_id: pulumi.Output[str]
-    network: Network
+    network: Network | ReferencedNetwork  # a team stack's is its platform stack's
     secrets: Secrets
     database: Database
     artifacts: Artifacts
     identity: Identity | None  # the ECS task roles; None on Kubernetes (each service account has its own)
     ecr_repository_name: str  # repository the compute component builds the image into
     log_group_name: str  # log group the compute component creates (the execution role may write it)
-    load_balancer: LoadBalancer
+    load_balancer: LoadBalancer | TeamRoute  # a team stack's: its rules on the platform's shared ALB
     firewall: Firewall | None  # the WAF web ACL; None when loadBalancer.wafEnabled resolves to false
     server_image: ServerImage
     compute: EcsService | KubernetesService  # settings.compute.backend
@@ -63,7 +65,11 @@ def artifacts_destination(artifacts: Artifacts) -> pulumi.Output[str]:
     return pulumi.Output.concat("s3://", artifacts.bucket_name, "/", artifacts.prefix)
 
 
-def build_platform(settings: Settings) -> Platform:
+def build_platform(settings: Settings) -> Platform | SharedPlatform:
+    """The stack's resources. tenancy.mode platform builds only what teams share
+    (infra/shared_platform.py); team attaches to such a stack; standalone builds everything."""
+    if settings.mode == "platform":
+        return build_shared_platform(settings)
     provider = aws_provider(settings)
     with_provider = pulumi.ResourceOptions(providers=[provider])
     invoke_opts = pulumi.InvokeOutputOptions(provider=provider)
@@ -72,16 +78,21 @@ def build_platform(settings: Settings) -> Platform:
     partition = partition_info.partition
     prefix = settings.name_prefix
 
-    network = Network(
-        f"{prefix}-network",
-        NetworkArgs(
-            settings=settings.network,
-            region=settings.region,
-            service_name_prefix=partition_info.reverse_dns_prefix,
-            permissions_boundary_arn=settings.permissions_boundary_arn,
-        ),
-        opts=with_provider,
-    )
+    shared = PlatformReference(settings) if settings.mode == "team" else None
+    network: Network | ReferencedNetwork
+    if shared is not None:
+        network = shared.network
+    else:
+        network = Network(
+            f"{prefix}-network",
+            NetworkArgs(
+                settings=settings.network,
+                region=settings.region,
+                service_name_prefix=partition_info.reverse_dns_prefix,
+                permissions_boundary_arn=settings.permissions_boundary_arn,
+            ),
+            opts=with_provider,
+        )
     secrets = Secrets(
         f"{prefix}-secrets",
         SecretsArgs(
@@ -137,7 +148,11 @@ def build_platform(settings: Settings) -> Platform:
         identity = _identity(
             settings, caller, partition, artifacts, secrets, database, ecr_repository_arn, with_provider
         )
-    load_balancer = _load_balancer(settings, network, with_provider)
+    load_balancer: LoadBalancer | TeamRoute
+    if shared is not None:
+        load_balancer = team_route(settings, shared, with_provider)
+    else:
+        load_balancer = _load_balancer(settings, network, with_provider)
     firewall = None
     if settings.waf_enabled:
         edge = settings.load_balancer
@@ -216,7 +231,9 @@ def build_platform(settings: Settings) -> Platform:
             opts=with_provider,
         )
     else:
-        compute = _ecs_service(settings, spec, network, load_balancer, database, identity, with_provider)
+        compute = _ecs_service(
+            settings, spec, network, load_balancer, database, identity, with_provider, shared_cluster=shared
+        )
     alarms = settings.alarms
     monitoring = Monitoring(
         f"{prefix}-monitoring",
@@ -318,6 +335,7 @@ def _ecs_service(
     database: Database,
     identity: Identity | None,
     with_provider: pulumi.ResourceOptions,
+    shared_cluster: PlatformReference | None = None,
 ) -> EcsService:
     assert identity is not None  # created for every ECS stack
     prefix = settings.name_prefix
@@ -347,6 +365,9 @@ def _ecs_service(
             scale_in_cooldown_seconds=server.scale_in_cooldown_seconds,
             scale_out_cooldown_seconds=server.scale_out_cooldown_seconds,
             health_check_grace_seconds=server.health_check_grace_seconds,
+            shared_cluster=(
+                (shared_cluster.cluster_arn, shared_cluster.cluster_name) if shared_cluster else None
+            ),
         ),
         opts=with_provider,
     )
@@ -402,7 +423,9 @@ def lock_table_previous_address(prefix: str) -> pulumi.Alias:
     )
 
 
-def _tracking_url_ingress(settings: Settings, network: Network, load_balancer: LoadBalancer) -> dict:
+def _tracking_url_ingress(
+    settings: Settings, network: Network | ReferencedNetwork, load_balancer: LoadBalancer | TeamRoute
+) -> dict:
     """How the maintenance task gets through the load balancer's allow-list to the tracking URL.
 
     Internal load balancer: the task connects inside the VPC; admit its security group.
@@ -410,6 +433,10 @@ def _tracking_url_ingress(settings: Settings, network: Network, load_balancer: L
     their public IPs; admit those when allowedCidrs would not (settings refuses an existing VPC
     here, whose NAT addresses the stack cannot know)."""
     edge = settings.load_balancer
+    if isinstance(load_balancer, TeamRoute):
+        # Admitted by security group on an internal shared ALB; through an internet-facing one the
+        # task's packets come from the platform's NAT gateways, which the platform stack admits.
+        return {"load_balancer_security_group_id": load_balancer.security_group_id}
     if not edge.internet_facing:
         return {"load_balancer_security_group_id": load_balancer.security_group_id}
     if load_balancer_open_to_all(edge):
@@ -452,12 +479,18 @@ def _load_balancer(settings: Settings, network: Network, opts: pulumi.ResourceOp
     )
 
 
-def export_outputs(platform: Platform) -> None:
+def export_outputs(platform: Platform | SharedPlatform) -> None:
     """Stack outputs, all snake_case: names, endpoints and ARNs — never a secret value."""
+    if isinstance(platform, SharedPlatform):
+        export_platform_outputs(platform)
+        return
     settings = platform.settings
     pulumi.export("environment", settings.environment)
     pulumi.export("team", settings.team)
     pulumi.export("region", settings.region)
+    if settings.mode == "team":
+        pulumi.export("tenancy_mode", "team")
+        pulumi.export("platform_stack", settings.tenancy.platform_stack)
     pulumi.export("vpc_id", platform.network.vpc_id)
     pulumi.export("private_subnet_ids", platform.network.private_subnet_ids)
     pulumi.export("public_subnet_ids", platform.network.public_subnet_ids)

@@ -86,9 +86,14 @@ class AwsMocks(Mocks):
         "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
     }
 
-    def __init__(self, stack: str, region: str) -> None:
+    def __init__(
+        self, stack: str, region: str, stack_outputs: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.stack = stack
         self.region = region
+        # StackReference name -> the referenced stack's outputs (a team stack's platform, built
+        # offline from its own stack file by preview/offline.py); rpc-wrapped secrets stay secret.
+        self.stack_outputs = stack_outputs or {}
         self.partition, self.dns_suffix, self.reverse_dns_prefix = partition_of(region)
         self.registrations: list[tuple[MockResourceArgs, str, dict[str, Any]]] = []
 
@@ -123,11 +128,19 @@ class AwsMocks(Mocks):
         if typ.startswith("pulumi:providers:"):
             return self._uuid(name), state
         if typ == "pulumi:pulumi:StackReference":
+            reference = _plain(inputs.get("name")) or name
+            if reference in self.stack_outputs:
+                outputs = self.stack_outputs[reference]
+                state["outputs"] = dict(outputs)
+                state["secretOutputNames"] = [
+                    key for key, value in outputs.items() if rpc.is_rpc_secret(value)
+                ]
+                return reference, state
             # The platform stack the Kubernetes backend reads its kubeconfig from: a stand-in
             # kubeconfig, secret as a real stack output of one would be.
             state["outputs"] = {"kubeconfig": rpc.wrap_rpc_secret(OFFLINE_KUBECONFIG)}
             state["secretOutputNames"] = ["kubeconfig"]
-            return _plain(inputs.get("name")) or name, state
+            return reference, state
         if typ in self.ID_PREFIXES:
             resource_id = f"{self.ID_PREFIXES[typ]}-{short}"
             state["arn"] = self._arn("ec2", f"{self.ID_PREFIXES[typ]}/{resource_id}")
@@ -217,6 +230,14 @@ class AwsMocks(Mocks):
                 dnsName=f"{physical}-{short[:10]}.{self.region}.elb.{self.dns_suffix}",
                 zoneId="Z35SXDOTRQ7X7K",
             )
+            resource_id = state["arn"]
+        elif typ in {"aws:lb/listener:Listener", "aws:lb/listenerRule:ListenerRule"}:
+            # As ELB names them: listener/app/<lb name>/<lb id>/<id>, listener-rule/app/.../<id>
+            # (the parent's ARN is an input: loadBalancerArn, listenerArn).
+            parent = str(_plain(inputs.get("loadBalancerArn") or inputs.get("listenerArn")) or "")
+            path = parent.split(":", 5)[-1].split("/", 1)[-1] if "/" in parent else f"app/{physical}/0"
+            kind = "listener" if typ.endswith("Listener") else "listener-rule"
+            state["arn"] = self._arn("elasticloadbalancing", f"{kind}/{path}/{short[:16]}")
             resource_id = state["arn"]
         elif typ == "aws:lb/targetGroup:TargetGroup":
             suffix = f"targetgroup/{physical}/{short[:16]}"

@@ -212,6 +212,12 @@ def stack_backend(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
     return str(compute.get("backend", "ecs")) if isinstance(compute, Mapping) else "ecs"
 
 
+def stack_mode(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
+    """tenancy.mode a stack file selects: "platform", "team", or "standalone" (the default)."""
+    tenancy = load_stack_config(stack, stack_dir).get(f"{CONFIG_NAMESPACE}:tenancy") or {}
+    return str(tenancy.get("mode", "standalone")) if isinstance(tenancy, Mapping) else "standalone"
+
+
 def load_stack_config(stack: str, stack_dir: str | Path = STACK_DIR) -> dict[str, Any]:
     """The `config:` map of stacks/Pulumi.<stack>.yaml, keys fully qualified (`mlflow-stack:x`)."""
     path = _stack_directory(stack_dir) / f"Pulumi.{stack}.yaml"
@@ -273,11 +279,12 @@ def run_program(
     if config_overrides:
         config = _merge(config, {_qualify(key): value for key, value in config_overrides.items()})
     graph = ResourceGraph(stack=stack, config=config)
+    referenced = referenced_platform_outputs(config, stack_dir, program)
     failure: list[BaseException] = []
 
     def target() -> None:
         try:
-            _run_in_fresh_runtime(graph, program)
+            _run_in_fresh_runtime(graph, program, referenced)
         except BaseException as exc:  # handed back to the caller's thread
             failure.append(exc)
 
@@ -289,12 +296,45 @@ def run_program(
     return graph
 
 
-def _run_in_fresh_runtime(graph: ResourceGraph, program: Path) -> None:
+def referenced_platform_outputs(
+    config: Mapping[str, Any], stack_dir: str | Path = STACK_DIR, program: Path = PROGRAM
+) -> dict[str, dict[str, Any]]:
+    """A team stack's StackReference resolved offline: the platform stack named by
+    tenancy.platformStack (<org>/<project>/<stack>) is built from its own stack file in the same
+    directory, under the same mocks, and its outputs are what the reference answers."""
+    tenancy = config.get(f"{CONFIG_NAMESPACE}:tenancy")
+    if not isinstance(tenancy, Mapping) or tenancy.get("mode") != "team":
+        return {}
+    reference = tenancy.get("platformStack")
+    if not isinstance(reference, str) or "/" not in reference:
+        return {}  # the settings report the missing or malformed reference
+    platform_stack = reference.rsplit("/", 1)[-1]
+    path = _stack_directory(stack_dir) / f"Pulumi.{platform_stack}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{CONFIG_NAMESPACE}:tenancy.platformStack is {reference}, but there is no stack file {path} "
+            f"to preview it from offline — add the platform stack's file (tenancy.mode: platform) or fix "
+            f"the reference; stacks here: {', '.join(list_stacks(stack_dir))}"
+        )
+    platform = run_program(platform_stack, stack_dir=stack_dir, program=program)
+    if platform.error is not None:
+        raise platform.error
+    return {
+        reference: {
+            key: rpc.wrap_rpc_secret(value.value) if isinstance(value, Secret) else value
+            for key, value in platform.outputs.items()
+        }
+    }
+
+
+def _run_in_fresh_runtime(
+    graph: ResourceGraph, program: Path, stack_outputs: dict[str, dict[str, Any]] | None = None
+) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         region = str(graph.config.get("aws:region", "us-east-1"))
-        mocks = AwsMocks(graph.stack, region)
+        mocks = AwsMocks(graph.stack, region, stack_outputs)
         monitor = RecordingMonitor(mocks)
         pulumi.runtime.set_all_config({key: _runtime_config_value(v) for key, v in graph.config.items()}, [])
         pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=graph.stack, preview=False, monitor=monitor)

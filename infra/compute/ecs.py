@@ -59,6 +59,9 @@ class EcsServiceArgs:
     database_port: int = POSTGRES_PORT
     enable_execute_command: bool = False
     log_kms_key_arn: pulumi.Input[str] | None = None
+    # A team stack's service joins the platform stack's cluster (tenancy.mode team) instead of
+    # creating its own: (cluster ARN, cluster name).
+    shared_cluster: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_tasks <= self.max_tasks:
@@ -190,7 +193,7 @@ def container_definitions(
 class EcsService(pulumi.ComponentResource):
     """Cluster + task definition + service + target-tracking autoscaling for the server."""
 
-    cluster: aws.ecs.Cluster
+    cluster: aws.ecs.Cluster  # absent when the service joins a shared cluster
     service: aws.ecs.Service
     task_definition: aws.ecs.TaskDefinition
     security_group: aws.ec2.SecurityGroup
@@ -268,12 +271,16 @@ class EcsService(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.cluster = aws.ecs.Cluster(
-            f"{name}-cluster",
-            name=args.name_prefix,
-            settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
-            opts=child,
-        )
+        if args.shared_cluster is None:
+            self.cluster = aws.ecs.Cluster(
+                f"{name}-cluster",
+                name=args.name_prefix,
+                settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
+                opts=child,
+            )
+            cluster_arn, cluster_name = self.cluster.arn, self.cluster.name
+        else:
+            cluster_arn, cluster_name = (pulumi.Output.from_input(v) for v in args.shared_cluster)
 
         definitions = pulumi.Output.all(
             image=spec.image,
@@ -320,7 +327,7 @@ class EcsService(pulumi.ComponentResource):
         self.service = aws.ecs.Service(
             f"{name}-service",
             name=f"{args.name_prefix}-server",
-            cluster=self.cluster.arn,
+            cluster=cluster_arn,
             task_definition=self.task_definition.arn,
             launch_type="FARGATE",
             platform_version="LATEST",
@@ -354,7 +361,7 @@ class EcsService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCount"]),
         )
 
-        resource_id = pulumi.Output.concat("service/", self.cluster.name, "/", self.service.name)
+        resource_id = pulumi.Output.concat("service/", cluster_name, "/", self.service.name)
         scaling_target = aws.appautoscaling.Target(
             f"{name}-scaling-target",
             service_namespace="ecs",
@@ -398,8 +405,8 @@ class EcsService(pulumi.ComponentResource):
             **target_kwargs,
         )
 
-        self.cluster_name = self.cluster.name
-        self.cluster_arn = self.cluster.arn  # where the scheduled maintenance task runs
+        self.cluster_name = cluster_name
+        self.cluster_arn = cluster_arn  # where the scheduled maintenance task runs
         self.service_name = self.service.name
         self.security_group_id = self.security_group.id
         self.register_outputs(

@@ -117,6 +117,7 @@ def _maintenance_reaches_tracking_url(ctx: dict[str, Any]) -> list[str]:
     network: NetworkSettings = ctx["network"]
     if (
         not maintenance.enabled
+        or ctx["tenancy"].mode != "standalone"  # the platform admits its own NAT gateways' addresses
         or not load_balancer.internet_facing
         or load_balancer_open_to_all(load_balancer)
         or network.existing_vpc_id is None
@@ -236,6 +237,8 @@ def _lifecycle_order(ctx: dict[str, Any]) -> list[str]:
 def _domain(ctx: dict[str, Any]) -> list[str]:
     domain: DomainSettings = ctx["domain"]
     region: str = ctx["region"]
+    if ctx["tenancy"].mode == "team":
+        return []  # the platform stack's wildcard certificate and DNS record serve a team's host
     problems = []
     if domain.certificate_arn is None and domain.hosted_zone_id is None:
         problems.append(
@@ -349,13 +352,13 @@ CROSS_CHECKS: tuple[tuple[CrossCheck, tuple[str, ...]], ...] = (
     (_replica_range, ("server",)),
     (_fargate_size, ("server", "compute")),
     (_maintenance_fargate_size, ("maintenance",)),
-    (_maintenance_reaches_tracking_url, ("maintenance", "loadBalancer", "network")),
+    (_maintenance_reaches_tracking_url, ("maintenance", "loadBalancer", "network", "tenancy")),
     (_keepalive, ("server", "loadBalancer")),
     (_network_shape, ("network", "loadBalancer")),
     (_storage, ("database",)),
     (_restore, ("database",)),
     (_lifecycle_order, ("artifacts",)),
-    (_domain, ("domain", "region")),
+    (_domain, ("domain", "region", "tenancy")),
     (_prod_guards, ("environment", "database", "artifacts", "overrides")),
     (_override_keys, ("overrides",)),
     (kubernetes_checks, ("compute", "kubernetes")),

@@ -24,6 +24,7 @@ from infra.settings.limits import (
 )
 from infra.settings.models import Settings, SettingsError, _problem, _Section, name_prefix, parse_stack_name
 from infra.settings.presets import KNOWN_KEYS, PRESETS, SECTION_MODELS
+from infra.settings.tenancy import tenancy_problems
 
 
 def _fix_for(error: Mapping[str, Any], model: type[BaseModel], field: str | None) -> str:
@@ -258,6 +259,18 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
     for check, needs in CROSS_CHECKS:
         if all(need in ctx for need in needs):
             problems.extend(check(ctx))
+    if "tenancy" in ctx:
+        domain = ctx.get("domain")
+        problems.extend(
+            tenancy_problems(
+                ctx["tenancy"],
+                raw,
+                team=team,
+                environment=ctx["environment"],
+                domain_name=domain.name if domain is not None else None,
+                problem=_problem,
+            )
+        )
 
     if problems:
         raise SettingsError(stack, problems)
@@ -281,6 +294,7 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
         overrides=overrides,
         compute=ctx["compute"],
         kubernetes=ctx["kubernetes"],
+        tenancy=ctx["tenancy"],
     )
 
 

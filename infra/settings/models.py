@@ -33,6 +33,7 @@ from infra.settings.limits import (
     Environment,
 )
 from infra.settings.section import _Section
+from infra.settings.tenancy import TenancySettings
 
 
 class NetworkSettings(_Section):
@@ -488,6 +489,7 @@ class Settings(_Section):
     overrides: dict[str, str] = Field(default_factory=dict)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    tenancy: TenancySettings = Field(default_factory=TenancySettings)
 
     @property
     def name_prefix(self) -> str:
@@ -498,6 +500,11 @@ class Settings(_Section):
     def on_kubernetes(self) -> bool:
         """compute.backend is kubernetes: the server runs on an existing EKS cluster, not ECS."""
         return self.compute.backend == "kubernetes"
+
+    @property
+    def mode(self) -> str:
+        """tenancy.mode: standalone, platform (the shared VPC/cluster/ALB) or team (a tenant of one)."""
+        return self.tenancy.mode
 
     @property
     def is_prod(self) -> bool:
@@ -530,6 +537,8 @@ class Settings(_Section):
     def waf_enabled(self) -> bool:
         """loadBalancer.wafEnabled, or its default: on for an internet-facing ALB in staging and prod
         (dev stacks are short-lived and their cost matters more than a rate limit)."""
+        if self.tenancy.mode == "team":
+            return False  # the WAF guards the platform stack's shared ALB
         edge = self.load_balancer
         if edge.waf_enabled is not None:
             return edge.waf_enabled

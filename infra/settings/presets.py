@@ -16,6 +16,7 @@ from infra.settings.models import (
     ServerSettings,
     _Section,
 )
+from infra.settings.tenancy import TenancySettings
 
 SECTION_MODELS: dict[str, type[_Section]] = {
     "network": NetworkSettings,
@@ -28,6 +29,7 @@ SECTION_MODELS: dict[str, type[_Section]] = {
     "maintenance": MaintenanceSettings,
     "compute": ComputeSettings,
     "kubernetes": KubernetesSettings,
+    "tenancy": TenancySettings,
 }
 
 # Per-environment defaults (YAML key names). Anything not listed uses the model default above.

@@ -35,15 +35,24 @@ PROD_ONLY = {
     "mlflow-prod-replicas-autoscaled",
 }
 ADVISORY_STACKS = {
-    "alb-access-logs": ("prod", "search-prod"),
-    "vpc-flow-logs": ("prod",),
+    "alb-access-logs": ("prod", "search-prod", "platform-prod"),
+    "vpc-flow-logs": ("prod", "platform-prod"),
     # WAF is on by default for internet-facing staging and prod; dev leaves it off to save its cost.
-    "alb-internet-facing-web-acl": ("staging", "prod", "search-prod"),
+    "alb-internet-facing-web-acl": ("staging", "prod", "search-prod", "platform-prod"),
 }
 # search-prod's stack file waives Multi-AZ with a written reason (mlflow-stack:overrides); the
 # preview lowers that policy to advisory for that stack, so it is not expected to pass there.
 WAIVED = {("search-prod", "rds-prod-multi-az")}
-STACKS = ("dev", "staging", "prod", "search-prod", "vision-prod")
+STACKS = (
+    "dev",
+    "staging",
+    "prod",
+    "search-prod",
+    "vision-prod",
+    "platform-prod",
+    "recsys-prod",
+    "fraud-prod",
+)
 # compute.backend: kubernetes stacks: the ECS rules have nothing there, the Kubernetes rules only
 # there; the replicas rule looks at the Deployment instead of the ECS service.
 KUBERNETES_STACKS = ("vision-prod",)
@@ -56,9 +65,32 @@ ECS_ONLY = {
 KUBERNETES_SUBJECTS = {"mlflow-prod-replicas-autoscaled": "kubernetes:apps/v1:Deployment"}
 
 
+# tenancy.mode: a platform stack runs no server (no database, task or bucket of MLflow's); a team
+# stack's ALB and listeners are its platform's, so the ALB rules judge them in the platform stack.
+PLATFORM_STACKS = ("platform-prod",)
+TEAM_STACKS = ("recsys-prod", "fraud-prod")
+NOT_IN_PLATFORM = {
+    "rds-storage-encrypted",
+    "rds-not-public",
+    "rds-backup-retention",
+    "rds-prod-multi-az",
+    "rds-prod-deletion-protection",
+    "rds-force-ssl",
+    "database-ingress-from-service-only",
+    "mlflow-basic-auth",
+    "mlflow-prod-replicas-autoscaled",
+    *ECS_ONLY,
+}
+NOT_IN_TEAM = {"alb-https-tls-policy", "alb-http-redirect-only", "alb-drop-invalid-headers"}
+
+
 def _cases():
     for rule in ALL_RULES:
         for stack in ADVISORY_STACKS.get(rule.name, STACKS):
+            if (stack in PLATFORM_STACKS and rule.name in NOT_IN_PLATFORM) or (
+                stack in TEAM_STACKS and rule.name in NOT_IN_TEAM
+            ):
+                continue
             if rule.name in PROD_ONLY and from_stack_name(stack) != "prod":
                 continue
             if (stack, rule.name) in WAIVED:

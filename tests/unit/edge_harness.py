@@ -15,13 +15,19 @@ from typing import Any
 
 import pulumi
 
-from preview.offline import stack_backend
+from preview.offline import stack_backend, stack_mode
 from server import contract as _contract
 
-# Every stacks/Pulumi.<stack>.yaml: the per-stack tests run once for each.
+# Every standalone stacks/Pulumi.<stack>.yaml (its own ALB, cluster and server): the per-stack tests
+# run once for each. Platform and team stacks (tenancy.mode) split these parts between them;
+# tests/unit/test_platform_team_*.py check each side.
 STACKS = sorted(
-    path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    for path in (Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml")
+    stack
+    for stack in (
+        path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        for path in (Path(__file__).resolve().parents[2] / "stacks").glob("Pulumi.*.yaml")
+    )
+    if stack_mode(stack) == "standalone"
 )
 # Stacks on ECS (compute.backend, default ecs): the task-definition and ECS-service checks run on
 # these; Kubernetes stacks have theirs in tests/unit/test_kubernetes_stacks.py.

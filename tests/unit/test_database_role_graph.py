@@ -21,10 +21,11 @@ import pytest
 from infra.database import APP_USERNAME, MASTER_RESERVED_CONNECTIONS, MASTER_USERNAME
 from infra.settings import build_settings
 from infra.settings.models import connections_at_full_scale
-from preview.offline import ResourceGraph, iter_plain_strings, list_stacks, stack_backend
+from preview.offline import ResourceGraph, iter_plain_strings, list_stacks, stack_backend, stack_mode
 from server import contract
 
-STACK_FILES = list_stacks()
+# Stacks with a database: a platform stack (tenancy.mode platform) has none.
+STACK_FILES = [s for s in list_stacks() if stack_mode(s) != "platform"]
 ECS_STACKS = [s for s in STACK_FILES if stack_backend(s) == "ecs"]
 # Kubernetes stacks run the same bootstrap as the migration Job's init container:
 # tests/unit/test_kubernetes_stacks.py checks it there.

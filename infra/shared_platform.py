@@ -1,0 +1,223 @@
+"""The platform stack (tenancy.mode platform): what an environment's team stacks share, and no server.
+
+It owns the VPC (NAT gateways, the S3 gateway endpoint, flow logs), one ECS cluster, one ALB with a
+wildcard certificate for `*.<domain.name>` whose HTTPS listener answers 404 to any host no team
+claims, the ALB's WAF, and alarms on the shared parts. Team stacks attach to it by
+`pulumi.StackReference` and read only the outputs exported here (`PLATFORM_OUTPUTS`): ids, ARNs and
+names, never a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.firewall import Firewall, FirewallArgs
+from infra.load_balancer import HTTPS_PORT, LoadBalancer, LoadBalancerArgs
+from infra.monitoring import topic_key_policy
+from infra.network import Network, NetworkArgs
+from infra.settings import Settings, load_balancer_open_to_all
+from infra.tags import aws_provider
+from server import contract
+
+# What a team stack reads from the platform (infra/team_route.py); tests check both sides agree.
+PLATFORM_OUTPUTS = (
+    "tenancy_mode",
+    "environment",
+    "region",
+    "domain",
+    "vpc_id",
+    "private_subnet_ids",
+    "public_subnet_ids",
+    "ecs_cluster_name",
+    "ecs_cluster_arn",
+    "alb_arn_suffix",
+    "alb_dns_name",
+    "alb_security_group_id",
+    "https_listener_arn",
+    "http_listener_arn",
+)
+# ALB-level alarms of the shared edge (each team's stack alarms on its own target group).
+ELB_5XX_PER_5_MIN = 25
+PERIOD_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class SharedPlatform:
+    settings: Settings
+    network: Network
+    load_balancer: LoadBalancer
+    firewall: Firewall | None
+    cluster: aws.ecs.Cluster
+    alarm_topic: aws.sns.Topic
+
+
+def build_shared_platform(settings: Settings) -> SharedPlatform:
+    provider = aws_provider(settings)
+    with_provider = pulumi.ResourceOptions(providers=[provider])
+    invoke_opts = pulumi.InvokeOutputOptions(provider=provider)
+    caller = aws.get_caller_identity_output(opts=invoke_opts)
+    partition_info = aws.get_partition_output(opts=invoke_opts)
+    prefix = settings.name_prefix
+    edge = settings.load_balancer
+    domain = settings.domain
+
+    network = Network(
+        f"{prefix}-network",
+        NetworkArgs(
+            settings=settings.network,
+            region=settings.region,
+            service_name_prefix=partition_info.reverse_dns_prefix,
+            permissions_boundary_arn=settings.permissions_boundary_arn,
+        ),
+        opts=with_provider,
+    )
+    load_balancer = LoadBalancer(
+        f"{prefix}-edge",
+        LoadBalancerArgs(
+            name_prefix=prefix,
+            vpc_id=network.vpc_id,
+            subnet_ids=network.public_subnet_ids if edge.internet_facing else network.private_subnet_ids,
+            domain_name=domain.name,
+            target_port=contract.CONTAINER_PORT,
+            health_path=contract.HEALTH_PATH,
+            certificate_arn=domain.certificate_arn,
+            hosted_zone_id=domain.hosted_zone_id,
+            create_alias_record=domain.create_alias_record,
+            internet_facing=edge.internet_facing,
+            allowed_cidrs=tuple(edge.allowed_cidrs),
+            ssl_policy=edge.ssl_policy,
+            idle_timeout_seconds=edge.idle_timeout_seconds,
+            deregistration_delay_seconds=edge.deregistration_delay_seconds,
+            deletion_protection=edge.deletion_protection,
+            access_logs=edge.access_logs,
+            access_log_bucket_force_destroy=settings.artifacts.force_destroy,  # the preset's
+            hsts_max_age_seconds=edge.hsts_max_age_seconds,
+            shared=True,
+        ),
+        opts=with_provider,
+    )
+    if edge.internet_facing and not load_balancer_open_to_all(edge):
+        # The teams' maintenance tasks call their tracking URLs from the private subnets; to an
+        # internet-facing ALB their packets arrive from these NAT gateways' public IPs.
+        for index, address in enumerate(network.nat_public_ips):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{prefix}-edge-in-from-nat-{index}",
+                security_group_id=load_balancer.security_group_id,
+                cidr_ipv4=address.apply(lambda ip: f"{ip}/32"),
+                ip_protocol="tcp",
+                from_port=HTTPS_PORT,
+                to_port=HTTPS_PORT,
+                description="HTTPS from the teams' maintenance tasks, through this NAT gateway",
+                opts=pulumi.ResourceOptions(parent=load_balancer),
+            )
+    firewall = None
+    if settings.waf_enabled:
+        firewall = Firewall(
+            f"{prefix}-firewall",
+            FirewallArgs(
+                name_prefix=prefix,
+                load_balancer_arn=load_balancer.arn,
+                rate_limit_per_5_min=edge.waf_rate_limit_per_5_min,
+                logs=edge.waf_logs,
+                log_retention_days=settings.server.log_retention_days,
+            ),
+            opts=with_provider,
+        )
+    cluster = aws.ecs.Cluster(
+        f"{prefix}-cluster",
+        # Every team's service and maintenance task runs here; Container Insights per service.
+        name=prefix,
+        settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
+        opts=with_provider,
+    )
+    topic = _alarms(settings, caller.account_id, partition_info.partition, load_balancer, with_provider)
+    return SharedPlatform(
+        settings=settings,
+        network=network,
+        load_balancer=load_balancer,
+        firewall=firewall,
+        cluster=cluster,
+        alarm_topic=topic,
+    )
+
+
+def _alarms(
+    settings: Settings,
+    account_id: pulumi.Output[str],
+    partition: pulumi.Output[str],
+    load_balancer: LoadBalancer,
+    opts: pulumi.ResourceOptions,
+) -> aws.sns.Topic:
+    """The shared edge's own failures, which no team's target-group alarms see: the ALB answering
+    5xx itself (no healthy target, a team's rule pointing nowhere) and connections it rejects."""
+    prefix = settings.name_prefix
+    key = aws.kms.Key(
+        f"{prefix}-alarms-key",
+        description="encrypts the MLflow platform alarm topic",
+        enable_key_rotation=True,
+        deletion_window_in_days=30,
+        policy=pulumi.Output.all(account_id, partition).apply(lambda a: topic_key_policy(*a)),
+        opts=opts,
+    )
+    topic = aws.sns.Topic(f"{prefix}-alarms", kms_master_key_id=key.arn, opts=opts)
+    if settings.alarms.email is not None:
+        aws.sns.TopicSubscription(
+            f"{prefix}-alarms-email",
+            topic=topic.arn,
+            protocol="email",
+            endpoint=settings.alarms.email,
+            opts=opts,
+        )
+    alb = {"LoadBalancer": load_balancer.arn_suffix}
+    for role, metric, threshold, description in (
+        (
+            "elb-5xx",
+            "HTTPCode_ELB_5XX_Count",
+            ELB_5XX_PER_5_MIN,
+            f"the shared ALB itself answered more than {ELB_5XX_PER_5_MIN} 5xx in 5 minutes",
+        ),
+        ("rejected-connections", "RejectedConnectionCount", 0, "the shared ALB rejected connections"),
+    ):
+        aws.cloudwatch.MetricAlarm(
+            f"{prefix}-{role}",
+            alarm_description=description,
+            namespace="AWS/ApplicationELB",
+            metric_name=metric,
+            dimensions=alb,
+            statistic="Sum",
+            period=PERIOD_SECONDS,
+            evaluation_periods=1,
+            threshold=threshold,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[topic.arn],
+            ok_actions=[topic.arn],
+            opts=opts,
+        )
+    return topic
+
+
+def export_platform_outputs(platform: SharedPlatform) -> None:
+    """What team stacks read (`PLATFORM_OUTPUTS`) plus what an operator looks up; never a secret."""
+    settings = platform.settings
+    edge = platform.load_balancer
+    pulumi.export("tenancy_mode", "platform")
+    pulumi.export("environment", settings.environment)
+    pulumi.export("region", settings.region)
+    pulumi.export("domain", settings.domain.name)
+    pulumi.export("vpc_id", platform.network.vpc_id)
+    pulumi.export("private_subnet_ids", platform.network.private_subnet_ids_routed)
+    pulumi.export("public_subnet_ids", platform.network.public_subnet_ids)
+    pulumi.export("ecs_cluster_name", platform.cluster.name)
+    pulumi.export("ecs_cluster_arn", platform.cluster.arn)
+    pulumi.export("alb_arn_suffix", edge.arn_suffix)
+    pulumi.export("alb_dns_name", edge.dns_name)
+    pulumi.export("alb_security_group_id", edge.security_group_id)
+    pulumi.export("https_listener_arn", edge.https_listener_arn)
+    pulumi.export("http_listener_arn", edge.http_listener_arn)
+    pulumi.export("alarm_topic_arn", platform.alarm_topic.arn)
+    if platform.firewall is not None:
+        pulumi.export("web_acl_arn", platform.firewall.web_acl_arn)
