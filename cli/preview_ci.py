@@ -59,6 +59,11 @@ def register(preview: argparse.ArgumentParser) -> None:
     )
     stacks.add_argument("--environment", metavar="ENV", help="only the stacks of this environment")
     stacks.add_argument(
+        "--tier",
+        choices=("platform", "server"),
+        help="platform: only platform stacks (deployed first); server: standalone and team stacks",
+    )
+    stacks.add_argument(
         "--project", metavar="DIR", default=".", help="the checkout whose stacks/ to read (default .)"
     )
     stacks.add_argument("--json", action="store_true", help="a JSON array (a GitHub Actions matrix)")
@@ -87,7 +92,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _stacks(args: argparse.Namespace) -> int:
-    from preview.stack_selection import affected_stacks, stack_names, stacks_by_environment
+    from preview.stack_selection import affected_stacks, of_tier, stack_names, stacks_by_environment
 
     names = stack_names(args.project)
     if args.changed_files:
@@ -97,8 +102,10 @@ def _stacks(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"mlflow-stack preview stacks: {exc}", file=sys.stderr)
             return 2
-        names = affected_stacks(text.splitlines(), names)
+        names = affected_stacks(text.splitlines(), names, args.project)
     if args.environment:
         names = stacks_by_environment(args.project, names).get(args.environment, [])
+    if args.tier:
+        names = of_tier(args.project, names, args.tier)
     print(json.dumps(names) if args.json else "\n".join(names))
     return 0

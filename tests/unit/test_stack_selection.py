@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from preview.stack_selection import affected_stacks, stack_names, stacks_by_environment
+from preview.stack_selection import affected_stacks, of_tier, stack_names, stacks_by_environment
 
 STACKS = ["dev", "prod", "search-prod", "staging"]
 
@@ -59,3 +59,22 @@ def test_stacks_command_for_a_matrix(tmp_path: Path) -> None:
     with contextlib.redirect_stdout(out):
         code = main(["preview", "stacks", "--changed-files", str(changed), "--environment", "prod", "--json"])
     assert code == 0 and json.loads(out.getvalue()) == ["prod"]
+
+
+def test_a_changed_platform_previews_its_teams_and_deploys_first() -> None:
+    names = stack_names(".")
+    # The shipped platform and its two team stacks (docs/teams.md).
+    assert affected_stacks(["stacks/Pulumi.platform-prod.yaml"], names, ".") == [
+        "fraud-prod",
+        "platform-prod",
+        "recsys-prod",
+    ]
+    assert affected_stacks(["stacks/Pulumi.recsys-prod.yaml"], names, ".") == ["recsys-prod"]
+    prod = stacks_by_environment(".", names)["prod"]
+    assert of_tier(".", prod, "platform") == ["platform-prod"]
+    servers = of_tier(".", prod, "server")
+    assert "platform-prod" not in servers and {"prod", "recsys-prod", "fraud-prod"} <= set(servers)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["preview", "stacks", "--environment", "prod", "--tier", "platform", "--json"])
+    assert code == 0 and json.loads(out.getvalue()) == ["platform-prod"]

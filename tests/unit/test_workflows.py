@@ -221,6 +221,20 @@ def test_each_stack_is_deployed_in_its_environment_then_smoked() -> None:
     assert pulumi_up < smoke
 
 
+def test_platform_stacks_deploy_before_the_stacks_built_on_them() -> None:
+    jobs = workflow("deploy-environment.yml")["jobs"]
+    tiers, platform, up = jobs["tiers"], jobs["platform"], jobs["up"]
+    assert '--tier "$tier"' in runs(tiers) and "for tier in platform server" in runs(tiers)
+    assert platform["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.tiers.outputs.platform) }}"
+    assert up["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.tiers.outputs.server) }}"
+    assert up["needs"] == ["tiers", "platform"] and "!failure()" in up["if"]
+    # Same gate as every stack: the environment, one deployment at a time, the policy pack.
+    assert platform["environment"] == up["environment"] and platform["concurrency"] == up["concurrency"]
+    assert "--policy-pack policies" in runs(platform)
+    # A platform runs no server: a smoke check there could only fail.
+    assert "mlflow-stack smoke" not in runs(platform)
+
+
 # -- ci.yml and the model pipeline --------------------------------------------------------------
 
 
