@@ -46,6 +46,7 @@ ROUTE53_ZONE = "route53-zone"  # the hosted zones the stack writes records in
 ROUTE53_RECORDS = "route53-records"  # ... limited to the stack's record names
 ROUTE53_CHANGE = "route53-change"  # change ids (GetChange, waiting for INSYNC)
 SCHEDULER = "scheduler"  # the stack's schedules
+LAMBDA = "lambda"  # the stack's functions (the deploy-time migration runner), by name
 APP_AUTOSCALING = "app-autoscaling"  # scalable targets of this account and region
 DASHBOARD = "dashboard"  # the stack's CloudWatch dashboards (global: no region in the ARN)
 WAF = "waf"  # the stack's web ACL, the AWS managed rule groups it uses, and the ALB it protects
@@ -70,6 +71,7 @@ TYPE_ACTIONS: ActionTable = {
     "random:index/randomId:RandomId": _NOTHING,
     "mlflow-stack:artifacts:Artifacts": _NOTHING,
     "mlflow-stack:compute:EcsService": _NOTHING,
+    "mlflow-stack:compute:EcsMigration": _NOTHING,
     "mlflow-stack:compute:ServerImage": _NOTHING,
     "mlflow-stack:database:Database": _NOTHING,
     "mlflow-stack:edge:Firewall": _NOTHING,
@@ -444,6 +446,30 @@ TYPE_ACTIONS: ActionTable = {
             "scheduler:UpdateSchedule",
             "scheduler:DeleteSchedule",
         ),
+    },
+    # The deploy-time migration runner (infra/compute/ecs_migration.py); iam:PassRole for its role
+    # is granted per service, from the role's trust policy.
+    "aws:lambda/function:Function": {
+        LAMBDA: (
+            "lambda:CreateFunction",
+            "lambda:GetFunction",
+            "lambda:GetFunctionConfiguration",
+            "lambda:GetFunctionCodeSigningConfig",
+            "lambda:GetFunctionConcurrency",
+            "lambda:GetFunctionRecursionConfig",
+            "lambda:GetRuntimeManagementConfig",
+            "lambda:ListVersionsByFunction",
+            "lambda:UpdateFunctionCode",
+            "lambda:UpdateFunctionConfiguration",
+            "lambda:ListTags",
+            "lambda:TagResource",
+            "lambda:UntagResource",
+            "lambda:DeleteFunction",
+        ),
+    },
+    # Create (and a replacement) invokes; read and delete call nothing under CREATE_ONLY.
+    "aws:lambda/invocation:Invocation": {
+        LAMBDA: ("lambda:InvokeFunction",),
     },
     # --- edge --------------------------------------------------------------------------------
     "aws:lb/loadBalancer:LoadBalancer": {

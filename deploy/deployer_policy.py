@@ -75,6 +75,7 @@ SCOPE_SIDS: Mapping[str, str] = {
     table.ROUTE53_RECORDS: "StackDnsRecords",
     table.ROUTE53_CHANGE: "Route53Changes",
     table.SCHEDULER: "StackSchedules",
+    table.LAMBDA: "StackFunctions",
     table.APP_AUTOSCALING: "ScalableTargetsInThisAccountAndRegion",
     table.DASHBOARD: "StackDashboards",
     table.WAF: "StackWebAcl",
@@ -404,6 +405,12 @@ class _StackArns:
             table.SCHEDULER: [
                 self.arn("scheduler", f"schedule/{r.get('groupName') or 'default'}/{self.name(r)}")
                 for r in self.graph.of_type("aws:scheduler/schedule:Schedule")
+            ],
+            table.LAMBDA: [
+                # Unqualified, and qualified ($LATEST: the Invocation names it).
+                self.arn("lambda", f"function:{name}{suffix}")
+                for name in self.names("aws:lambda/function:Function")
+                for suffix in ("", ":*")
             ],
             table.APP_AUTOSCALING: [self.arn("application-autoscaling", "scalable-target/*")],
             table.EKS: table.eks_scope(self),

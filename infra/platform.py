@@ -9,6 +9,7 @@ import pulumi_aws as aws
 
 from infra.artifacts import Artifacts, ArtifactsArgs
 from infra.compute.ecs import EcsService, EcsServiceArgs
+from infra.compute.ecs_migration import migrate_before_rollout
 from infra.compute.image import ServerImage, ServerImageArgs, image_can_run_read_only, mlflow_version
 from infra.compute.kubernetes import KubernetesService
 from infra.compute.kubernetes_platform import kubernetes_compute, kubernetes_pod_metrics
@@ -367,6 +368,11 @@ def _ecs_service(
             health_check_grace_seconds=server.health_check_grace_seconds,
             shared_cluster=(
                 (shared_cluster.cluster_arn, shared_cluster.cluster_name) if shared_cluster else None
+            ),
+            # The migration as a one-off task `pulumi up` runs and awaits before the service changes.
+            before_rollout=migrate_before_rollout(
+                snapshot_id=database.pre_upgrade_snapshot_id,
+                permissions_boundary_arn=settings.permissions_boundary_arn,
             ),
         ),
         opts=with_provider,

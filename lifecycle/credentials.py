@@ -262,6 +262,12 @@ def read_stack_outputs(stack: str, cwd: str | os.PathLike[str] | None = None) ->
     outputs = _run_json(
         ["pulumi", "stack", "output", "--json", "--stack", stack], f"--stack {stack}", cwd=cwd
     )
+    if outputs.get("tenancy_mode") == "platform":
+        # A platform stack (docs/teams.md) shares a VPC, cluster and ALB and runs no server itself.
+        raise TargetError(
+            f"--stack {stack}: a platform stack runs no MLflow server; name one of its team stacks "
+            "(tenancy.platformStack points at it), e.g. --stack <team>-<env>."
+        )
     missing = [key for key in STACK_OUTPUT_KEYS if not outputs.get(key)]
     if missing:
         raise TargetError(

@@ -11,6 +11,13 @@ migrations, `mlflow gc` and the maintenance task connect as the application role
 - has the password from the stack's secret (set as a SCRAM-SHA-256 verifier computed here, so the
   password itself never reaches PostgreSQL's statement log).
 
+It also creates `pg_stat_statements` in both databases, in the schema `monitoring` (never
+`public`, which the application role owns), where `mlflow-stack db doctor` reads the slowest
+statements — when the extension is available and its library is loaded (the stack's parameter
+group preloads it; RDS applies that at the next reboot). The schema belongs to the application
+role, the extension to the master. The role gets no `pg_read_all_stats`: the doctor reads only
+its own statements, which PostgreSQL shows to every role, and the role is member of no role.
+
 Cheap when nothing changed: if the application role logs in with its secret and already owns
 everything, the master credentials are not used at all. Otherwise the work runs under a
 PostgreSQL advisory lock, so replicas starting together bootstrap one at a time, and it is
@@ -41,6 +48,9 @@ BOOTSTRAP_LOCK_KEY = 0x6D6C666C6F77626F
 MAINTENANCE_DB = "postgres"  # exists on RDS and on every initdb'd cluster
 SCRAM_ITERATIONS = 4096  # PostgreSQL's scram_iterations default
 CONNECT_RETRY_SECONDS = 60.0
+STATISTICS_EXTENSION = "pg_stat_statements"
+# lifecycle/db_doctor.py and local/postgres.py use the same schema.
+STATISTICS_SCHEMA = "monitoring"
 # Relation kinds ALTER TABLE ... OWNER TO accepts (sequences owned by a column follow their table).
 _TABLE_KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE"}
 
@@ -138,10 +148,64 @@ def app_role_ready(settings: BootstrapSettings) -> bool:
         ).fetchone()
         if owned is None or owned[0] != 2 or _foreign_objects(conn, settings.app_user):
             return False
+        if _statistics_missing(conn):
+            return False
     with _connect(
         settings, settings.app_user, settings.app_password, settings.auth_db_name, retry=False
     ) as auth:
-        return _foreign_objects(auth, settings.app_user) == 0
+        return _foreign_objects(auth, settings.app_user) == 0 and not _statistics_missing(auth)
+
+
+def _statistics_missing(conn: psycopg.Connection) -> bool:
+    """pg_stat_statements could be created in this database but is not: the extension is available
+    and its library is loaded (its `pg_stat_statements.*` settings exist only then; readable by any
+    role, unlike shared_preload_libraries itself)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %(ext)s) "
+        "AND EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE %(settings)s) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = %(ext)s)",
+        {"ext": STATISTICS_EXTENSION, "settings": f"{STATISTICS_EXTENSION}.%"},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _ensure_statement_statistics(settings: BootstrapSettings, report: BootstrapReport) -> None:
+    """`CREATE EXTENSION pg_stat_statements SCHEMA monitoring` in both databases, where missing.
+
+    The application role (the databases' owner) creates the schema — the RDS master has no CREATE
+    on a database it does not own — and lets the master create in it for the one statement; the
+    master creates the extension (on RDS, `rds_superuser` may). A master that may not (a plain
+    PostgreSQL's non-superuser) only costs the doctor's slowest-statements list: logged, not fatal."""
+    schema = sql.Identifier(STATISTICS_SCHEMA)
+    extension = sql.Identifier(STATISTICS_EXTENSION)
+    master = sql.Identifier(settings.master_user)
+    for name in (settings.db_name, settings.auth_db_name):
+        with _connect(settings, settings.app_user, settings.app_password, name) as app:
+            if not _statistics_missing(app):
+                continue
+            granted = False
+            try:
+                app.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+                app.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(schema, master))
+                granted = True
+                with _connect(settings, settings.master_user, settings.master_password, name) as conn:
+                    conn.execute(
+                        sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(extension, schema)
+                    )
+                report.changes.append(
+                    f"database {name}: created {STATISTICS_EXTENSION} in {STATISTICS_SCHEMA}"
+                )
+            except psycopg.errors.InsufficientPrivilege as exc:
+                _logger.warning(
+                    "database %s: %s not created (%s); `mlflow-stack db doctor` will not list the "
+                    "slowest statements (docs/database.md)",
+                    name,
+                    STATISTICS_EXTENSION,
+                    exc.diag.message_primary,
+                )
+            finally:
+                if granted:
+                    app.execute(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(schema, master))
 
 
 def _ensure_role(conn: psycopg.Connection, settings: BootstrapSettings, report: BootstrapReport) -> None:
@@ -302,6 +366,7 @@ def bootstrap(settings: BootstrapSettings) -> BootstrapReport:
             _may_act_as_app(conn, settings)
             _ensure_databases(conn, settings, report)
             _reown_objects(settings, report)
+            _ensure_statement_statistics(settings, report)
         except psycopg.errors.InsufficientPrivilege as exc:
             raise DatabaseUnavailable(
                 f"the master user {settings.master_user!r} may not bootstrap the application role: "

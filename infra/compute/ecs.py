@@ -9,7 +9,7 @@ references resolved by the ECS agent), never through `environment`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,10 @@ class EcsServiceArgs:
     # A team stack's service joins the platform stack's cluster (tenancy.mode team) instead of
     # creating its own: (cluster ARN, cluster name).
     shared_cluster: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    # Called once the cluster, security group rules and log group exist, before the task definition:
+    # the resources it returns are what the task definition (and so every rollout) waits for — the
+    # one-off migration run (infra/compute/ecs_migration.py migrate_before_rollout).
+    before_rollout: Callable[[EcsService], Sequence[pulumi.Resource]] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_tasks <= self.max_tasks:
@@ -200,6 +204,8 @@ class EcsService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: EcsServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlflow-stack:compute:EcsService", name, None, opts)
+        self.component_name = name
+        self.args = args
         child = pulumi.ResourceOptions(parent=self)
         spec = args.spec
 
@@ -220,7 +226,7 @@ class EcsService(pulumi.ComponentResource):
             description="MLflow from the load balancer",
             opts=child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        to_db = aws.vpc.SecurityGroupEgressRule(
             f"{name}-out-to-db",
             security_group_id=self.security_group.id,
             referenced_security_group_id=args.database_security_group_id,
@@ -230,7 +236,7 @@ class EcsService(pulumi.ComponentResource):
             description="PostgreSQL",
             opts=child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        to_aws_apis = aws.vpc.SecurityGroupEgressRule(
             f"{name}-out-https",
             security_group_id=self.security_group.id,
             # AWS APIs (S3 artifacts, Secrets Manager, ECR, CloudWatch Logs) via NAT or endpoints.
@@ -242,7 +248,7 @@ class EcsService(pulumi.ComponentResource):
             opts=child,
         )
         # The two rules that open the neighbours to this service live here, with the service.
-        aws.vpc.SecurityGroupIngressRule(
+        db_from_service = aws.vpc.SecurityGroupIngressRule(
             f"{name}-db-in-from-service",
             security_group_id=args.database_security_group_id,
             referenced_security_group_id=self.security_group.id,
@@ -262,6 +268,8 @@ class EcsService(pulumi.ComponentResource):
             description="load balancer to the MLflow tasks",
             opts=child,
         )
+        # What a task of this group needs to reach PostgreSQL and the AWS APIs.
+        self.task_network_rules = [to_db, to_aws_apis, db_from_service]
 
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -281,6 +289,9 @@ class EcsService(pulumi.ComponentResource):
             cluster_arn, cluster_name = self.cluster.arn, self.cluster.name
         else:
             cluster_arn, cluster_name = (pulumi.Output.from_input(v) for v in args.shared_cluster)
+        self.cluster_name = cluster_name
+        self.cluster_arn = cluster_arn  # where the migration and the scheduled maintenance task run
+        rollout_waits_for = list(args.before_rollout(self)) if args.before_rollout else []
 
         definitions = pulumi.Output.all(
             image=spec.image,
@@ -321,7 +332,7 @@ class EcsService(pulumi.ComponentResource):
             # A task-scoped (bind-mount) volume: the only writable path of a read-only container.
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if spec.read_only_root else [],
             container_definitions=definitions,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=rollout_waits_for),
         )
 
         self.service = aws.ecs.Service(
@@ -405,8 +416,6 @@ class EcsService(pulumi.ComponentResource):
             **target_kwargs,
         )
 
-        self.cluster_name = cluster_name
-        self.cluster_arn = cluster_arn  # where the scheduled maintenance task runs
         self.service_name = self.service.name
         self.security_group_id = self.security_group.id
         self.register_outputs(

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from policies.rules import alb, ecs, iam, kubernetes, mlflow, network, observability, rds, s3, tags, waf
+from policies.rules import (
+    alb,
+    ecs,
+    iam,
+    kubernetes,
+    migration,
+    mlflow,
+    network,
+    observability,
+    rds,
+    s3,
+    tags,
+    waf,
+)
 from policies.spec import Rule
 
 ALL_RULES: tuple[Rule, ...] = (
@@ -15,6 +28,7 @@ ALL_RULES: tuple[Rule, ...] = (
     *ecs.RULES,
     *kubernetes.RULES,
     *mlflow.RULES,
+    *migration.RULES,
     *tags.RULES,
     *observability.RULES,
 )

@@ -11,7 +11,6 @@ starting revision, back both databases up first, and make the admin secret autho
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -23,11 +22,11 @@ import psycopg
 import pytest
 import requests
 
-from local.postgres import POSTGRES_BIN_PATH, grant_traversal
+from local.postgres import POSTGRES_BIN_PATH
 from local.processes import spawn, stop, wait_until
 from local.secret_files import generate_password, write_secret
 from server import contract
-from tests.integration.test_server_migrations import APP_ROLE, REPO, Cluster
+from tests.postgres_helper import APP_ROLE, REPO, Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -107,22 +106,9 @@ def _seed(cluster: Cluster) -> Seeded:
 
 
 @pytest.fixture(scope="module")
-def cluster(pick_free_ports, make_state_dir) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
-    """Its own PostgreSQL (tests/integration/test_server_migrations.py's pattern)."""
-    state_dir = make_state_dir("mlflow-stack-auth-upgrade-")
-    c = Cluster(state_dir, pick_free_ports(1).postgres)
-    if c.postgres.user is not None:
-        grant_traversal(state_dir, c.postgres.user)
-    c.postgres.initialize(c.superuser_password)
-    record = c.postgres.start(state_dir / "postgres.log")
-    try:
-        wait_until(
-            lambda: c.postgres.is_ready(c.superuser_password), what="PostgreSQL", timeout=60, record=record
-        )
+def cluster() -> Iterator[Cluster]:
+    with running_cluster("mlflow-stack-auth-upgrade-") as c:
         yield c
-    finally:
-        stop(record)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

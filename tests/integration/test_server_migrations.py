@@ -6,106 +6,31 @@ basic-auth`), three at the same moment, repeated on a fresh pair of databases ea
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from local.postgres import SUPERUSER, LocalPostgres, grant_traversal
+from local.postgres import SUPERUSER
 from local.processes import ProcessRecord, spawn, stop, wait_until
-from local.secret_files import URL_SPECIAL, generate_password, private_dir, write_secret
+from local.secret_files import URL_SPECIAL, generate_password, write_secret
 from server import contract
-from server.db_roles import BootstrapReport, bootstrap
-from server.settings import BootstrapSettings
+from tests.postgres_helper import APP_CONNECTION_LIMIT, APP_ROLE, REPO, Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 REPLICAS = 3
-APP_ROLE = "mlflow_app"
-APP_CONNECTION_LIMIT = 40
 ROUNDS = 3
 
 
-class Cluster:
-    def __init__(self, state_dir: Path, port: int) -> None:
-        self.state_dir = state_dir
-        self.port = port
-        secrets = private_dir(state_dir / "secrets")
-        self.superuser_password = generate_password()
-        self.db_password = generate_password()
-        self.files = {
-            contract.DB_PASSWORD.name: secrets / "db_password",
-            contract.ADMIN_PASSWORD.name: secrets / "admin_password",
-            contract.FLASK_SECRET_KEY.name: secrets / "flask_secret_key",
-        }
-        write_secret(self.files[contract.DB_PASSWORD.name], self.db_password)
-        write_secret(self.files[contract.ADMIN_PASSWORD.name], generate_password())
-        write_secret(self.files[contract.FLASK_SECRET_KEY.name], "f" * 64)
-        self.postgres = LocalPostgres(state_dir / "postgres", port)
-
-    def bootstrap_settings(self, db_name: str, **changes: object) -> BootstrapSettings:
-        settings = BootstrapSettings(
-            db_host="127.0.0.1",
-            db_port=self.port,
-            db_sslmode="disable",
-            db_name=db_name,
-            auth_db_name=f"{db_name}_auth",
-            app_user=APP_ROLE,
-            app_password=self.db_password,
-            master_user=SUPERUSER,
-            master_password=self.superuser_password,
-            app_connection_limit=APP_CONNECTION_LIMIT,
-        )
-        return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
-
-    def bootstrap(self, db_name: str, **changes: object) -> BootstrapReport:
-        """What the local stack and the ECS task do before any replica starts."""
-        return bootstrap(self.bootstrap_settings(db_name, **changes))
-
-    def replica_env(self, db_name: str, port: int) -> dict[str, str]:
-        env = {
-            "PATH": "/usr/bin:/bin",
-            contract.DB_HOST.name: "127.0.0.1",
-            contract.DB_PORT.name: str(self.port),
-            contract.DB_NAME.name: db_name,
-            contract.AUTH_DB_NAME.name: f"{db_name}_auth",
-            contract.DB_USER.name: APP_ROLE,
-            contract.DB_SSLMODE.name: "disable",
-            contract.ARTIFACTS_DESTINATION.name: "s3://unused-bucket/artifacts",
-            contract.PUBLIC_HOSTS.name: "localhost",
-            contract.HOST.name: "127.0.0.1",
-            contract.PORT.name: str(port),
-            contract.WORKERS.name: "1",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-        }
-        env.update({name + contract.FILE_SUFFIX: str(path) for name, path in self.files.items()})
-        return env
-
-
 @pytest.fixture(scope="module")
-def cluster(pick_free_ports, make_state_dir) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
-    state_dir = make_state_dir("mlflow-stack-migrations-")
-    c = Cluster(state_dir, pick_free_ports(1).postgres)
-    if c.postgres.user is not None:
-        grant_traversal(state_dir, c.postgres.user)
-    c.postgres.initialize(c.superuser_password)
-    record = c.postgres.start(state_dir / "postgres.log")
-    try:
-        wait_until(
-            lambda: c.postgres.is_ready(c.superuser_password), what="PostgreSQL", timeout=60, record=record
-        )
+def cluster() -> Iterator[Cluster]:
+    with running_cluster("mlflow-stack-migrations-") as c:
         yield c
-    finally:
-        stop(record)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _healthy(port: int) -> bool:
@@ -305,6 +230,61 @@ def test_bootstrap_gives_the_application_role_its_databases_and_nothing_more(clu
     # Idempotent, and cheap: the second run finds everything in place and never logs in as master.
     second = cluster.bootstrap("mlflow_roles", master_password=generate_password())
     assert (second.used_master, second.changes) == (False, [])
+
+
+def test_bootstrap_creates_statement_statistics_for_db_doctor_without_widening_the_role(
+    cluster: Cluster,
+) -> None:
+    """pg_stat_statements (preloaded here, as by the stack's parameter group) in both databases, in
+    the schema `db doctor` reads; the application role sees its own statements and gains nothing
+    else; a database that lost the extension gets it back at the next bootstrap."""
+    from lifecycle.db_doctor import STATISTICS_SCHEMA
+
+    report = cluster.bootstrap("mlflow_stats")
+    created = [c for c in report.changes if "pg_stat_statements" in c]
+    assert len(created) == 2, report.changes
+    for name in ("mlflow_stats", "mlflow_stats_auth"):
+        with _superuser(cluster, name) as conn:
+            where = conn.execute(
+                "SELECT n.nspname, pg_get_userbyid(n.nspowner), "
+                "has_schema_privilege(%s, n.nspname, 'CREATE') FROM pg_extension e "
+                "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'",
+                (SUPERUSER,),
+            ).fetchone()
+            # The app's own schema (not public); the master's CREATE on it was only for the statement.
+            granted = conn.execute(
+                "SELECT nspacl::text FROM pg_namespace WHERE nspname = %s", (STATISTICS_SCHEMA,)
+            ).fetchone()
+        assert where is not None and where[:2] == (STATISTICS_SCHEMA, APP_ROLE), where
+        assert granted is not None and f"{SUPERUSER}=" not in str(granted[0]), granted
+        with _as_app(cluster, name) as app:
+            app.execute("CREATE TABLE IF NOT EXISTS probe (id int)")
+            app.execute("SELECT count(*) FROM probe")
+            mine = app.execute(
+                sql.SQL(
+                    "SELECT count(*) FROM {} WHERE query ILIKE %s AND userid = "
+                    "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
+                ).format(sql.Identifier(STATISTICS_SCHEMA, "pg_stat_statements")),
+                ("%from probe%",),
+            ).fetchone()
+            assert mine is not None and mine[0] >= 1
+            member_of = app.execute(
+                "SELECT count(*) FROM pg_auth_members WHERE member = "
+                "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
+            ).fetchone()
+            assert member_of == (0,)  # no pg_read_all_stats: its own statements are enough
+    # In place: nothing to do, the master's password is not even needed.
+    again = cluster.bootstrap("mlflow_stats", master_password=generate_password())
+    assert (again.used_master, again.changes) == (False, [])
+    # A database whose extension was dropped (or never made): noticed as the app role, re-created.
+    with _superuser(cluster, "mlflow_stats_auth") as conn:
+        conn.execute("DROP EXTENSION pg_stat_statements")
+    repaired = cluster.bootstrap("mlflow_stats")
+    assert repaired.used_master
+    assert (
+        repaired.changes[-1]
+        == f"database mlflow_stats_auth: created pg_stat_statements in {STATISTICS_SCHEMA}"
+    )
 
 
 def test_bootstrap_takes_over_databases_the_master_user_owned(cluster: Cluster) -> None:

@@ -36,6 +36,7 @@ OPTIONS = PolicyOptions(account_id=ACCOUNT)
 STACKS = [(stack, maintenance) for stack in list_stacks() for maintenance in (True, False)]
 # Stacks that run a server (a platform stack runs none: no task roles, database or autoscaling).
 SERVER_STACKS = [(stack, m) for stack, m in STACKS if stack_mode(stack) != "platform"]
+SERVER_STACKS_NAMES = [stack for stack in list_stacks() if stack_mode(stack) != "platform"]
 EXPECTED_SERVICE_LINKED = {
     "ecs.amazonaws.com",
     "elasticloadbalancing.amazonaws.com",
@@ -269,6 +270,8 @@ def test_pass_role_names_exactly_the_stack_roles_for_the_services_that_assume_th
     assert "ecs-tasks.amazonaws.com" in services
     assert ("scheduler.amazonaws.com" in services) == maintenance
     assert ("vpc-flow-logs.amazonaws.com" in services) == bool(graph.of_type("aws:ec2/flowLog:FlowLog"))
+    # The deploy-time migration runner of an ECS stack (infra/compute/ecs_migration.py).
+    assert ("lambda.amazonaws.com" in services) == (stack_backend(stack) == "ecs")
 
 
 @pytest.mark.parametrize(("stack", "maintenance"), SERVER_STACKS)
@@ -283,6 +286,27 @@ def test_service_linked_roles_only_for_the_services_the_stack_needs(stack, maint
     assert statement["Resource"] == sorted(
         f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/{service}/*" for service in expected
     )
+
+
+@pytest.mark.parametrize("stack", SERVER_STACKS_NAMES)
+def test_the_deployer_manages_and_invokes_only_the_stacks_migration_function(stack):
+    graph = graph_of(stack, False)
+    statements = {s["Sid"]: s for s in policy_of(stack, False).statements}
+    functions = [f.get("name") for f in graph.of_type("aws:lambda/function:Function")]
+    if stack_backend(stack) == "kubernetes":  # the migration is a Job there
+        assert functions == [] and "StackFunctions" not in statements
+        return
+    [name] = functions
+    function = f"arn:aws:lambda:{graph.config['aws:region']}:{ACCOUNT}:function:{name}"
+    assert statements["StackFunctions"]["Resource"] == [function, f"{function}:*"]
+    assert "lambda:InvokeFunction" in statements["StackFunctions"]["Action"]
+    assert not [
+        a
+        for sid, s in statements.items()
+        if sid != "StackFunctions"
+        for a in s["Action"]
+        if a.startswith("lambda:")
+    ]
 
 
 # Standalone stacks: a team stack has no DNS record of its own, a platform stack no secret

@@ -6,14 +6,31 @@ import re
 import time
 from pathlib import Path
 
+import pulumi
 import pytest
 
 from infra.settings import SettingsError
 from preview.offline import MOCK_ACCOUNT_ID, Secret, list_stacks, load_stack_config, run_program
 
 
+def _canonical(value):
+    """Inputs as comparable values: an asset or archive (a Lambda function's code) by what it holds,
+    not by the identity of the object the mocks rebuilt it into."""
+    if isinstance(value, pulumi.AssetArchive):
+        return ("archive", {name: _canonical(asset) for name, asset in value.assets.items()})
+    if isinstance(value, pulumi.FileAsset):
+        return ("file", value.path)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def _fingerprint(graph):
-    return sorted((r.type, r.name, r.urn, repr(r.inputs), r.protect, r.parent_name) for r in graph.resources)
+    return sorted(
+        (r.type, r.name, r.urn, repr(_canonical(r.inputs)), r.protect, r.parent_name) for r in graph.resources
+    )
 
 
 def test_stacks_back_to_back_do_not_leak_into_each_other():

@@ -358,7 +358,11 @@ def test_disabled_maintenance_creates_none_of_it() -> None:
         r for r in graph.resources if r.type == OPERATIONS or r.parent_name == "mlflow-prod-operations"
     ]
     assert graph.of_type(SCHEDULE) == []
-    assert [t.name for t in graph.of_type(TASK)] == ["mlflow-prod-compute-task"]
+    # The server's and the deploy's migration run (infra/compute/ecs_migration.py), no maintenance task.
+    assert sorted(t.name for t in graph.of_type(TASK)) == [
+        "mlflow-prod-compute-migration-task",
+        "mlflow-prod-compute-task",
+    ]
     assert not any("maint" in (r.get("name") or "") for r in graph.of_type(ROLE))
     assert "maintenance_schedule_name" not in graph.outputs
     # Promotion still has its lock table (tests/unit/test_locks_component.py checks it in full).

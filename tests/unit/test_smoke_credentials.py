@@ -133,6 +133,17 @@ def _outputs(arn: str) -> dict[str, str]:
     }
 
 
+def test_a_platform_stack_is_refused_with_the_way_to_its_teams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_pulumi(tmp_path / "bin", {"tenancy_mode": "platform", "region": REGION, "vpc_id": "vpc-1"})
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(
+        TargetError, match=r"--stack platform-prod: a platform stack runs no MLflow server; name"
+    ):
+        credentials.resolve_stack("platform-prod")
+
+
 def test_stack_reads_outputs_then_the_password_from_secrets_manager(
     aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,6 +261,10 @@ STACKS = sorted(
 def test_every_stack_exports_the_outputs_smoke_reads(stack: str, stack_graph: Callable[[str], Any]) -> None:
     # The contract between infra/ (exports) and --stack (reads), checked on the real program.
     outputs = stack_graph(stack).outputs
+    if outputs.get("tenancy_mode") == "platform":
+        # No server to reach; --stack says so by this output (test_a_platform_stack_is_refused...).
+        assert not set(credentials.STACK_OUTPUT_KEYS) - {"region"} & set(outputs)
+        return
     missing = [key for key in credentials.STACK_OUTPUT_KEYS if key not in outputs]
     assert not missing, f"stack {stack} does not export {missing}"
     assert str(outputs["tracking_url"]).startswith("https://")

@@ -18,7 +18,6 @@ Slow (an MLflow install, two servers): run by `make test-upgrade`, not `make tes
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -30,13 +29,13 @@ import pytest
 import requests
 
 from local import s3_emulator
-from local.postgres import POSTGRES_BIN_PATH, grant_traversal
+from local.postgres import POSTGRES_BIN_PATH
 from local.processes import ProcessRecord, StartupTimeout, spawn, stop, wait_until
 from local.secret_files import write_secret
 from server import contract
 from server.database import _passfile_field
-from tests.integration.conftest import free_ports, new_state_dir
-from tests.integration.test_server_migrations import APP_ROLE, Cluster
+from tests.integration.conftest import free_ports
+from tests.postgres_helper import APP_ROLE, Cluster, running_cluster
 
 pytestmark = pytest.mark.upgrade
 
@@ -56,20 +55,8 @@ COMMON_PACKAGES = ["psycopg2-binary", "boto3"]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    state_dir = new_state_dir("mlflow-stack-upgrade-")
-    c = Cluster(state_dir, free_ports(1).postgres)
-    if c.postgres.user is not None:
-        grant_traversal(state_dir, c.postgres.user)
-    c.postgres.initialize(c.superuser_password)
-    record = c.postgres.start(state_dir / "postgres.log")
-    try:
-        wait_until(
-            lambda: c.postgres.is_ready(c.superuser_password), what="PostgreSQL", timeout=60, record=record
-        )
+    with running_cluster("mlflow-stack-upgrade-") as c:
         yield c
-    finally:
-        stop(record)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
