@@ -163,10 +163,11 @@ def _statements(
             "info",
             "slowest statements",
             f"{database}: the pg_stat_statements extension is not created in this database",
-            f"Once, as the master user, in {database}: CREATE SCHEMA {STATISTICS_SCHEMA}; GRANT USAGE ON "
-            f"SCHEMA {STATISTICS_SCHEMA} TO <application role>; CREATE EXTENSION pg_stat_statements SCHEMA "
-            f"{STATISTICS_SCHEMA}; — not in public, which bootstrap-db hands to the application role. The "
-            "library is preloaded by the stack's parameter group.",
+            "The server's bootstrap-db step creates it (in the schema "
+            f"{STATISTICS_SCHEMA}) on a task start once the library is loaded: the stack's "
+            "parameter group preloads it, which takes effect at the instance's next reboot (RDS applies "
+            "shared_preload_libraries pending-reboot). After a reboot, starting one server task (or "
+            "`python -m server.entrypoint bootstrap-db`) creates it at once.",
         )
     view = sql.Identifier(schema[0], PG_STAT_STATEMENTS)
     query = sql.SQL(
