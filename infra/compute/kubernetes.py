@@ -520,7 +520,13 @@ def _with_secrets(policy: str, refs: Sequence[str], kms_key_arn: str, region: st
 
 
 def _maintenance(args: KubernetesServiceArgs, spec: ServerSpec, tracking_url: str, lock_table: str) -> Any:
-    from infra.operations import maintenance_arguments
+    from infra.operations import (
+        USERS_DECLARATION_ENV,
+        USERS_SYNC_ENTRYPOINT,
+        maintenance_arguments,
+        users_declaration,
+        users_sync_arguments,
+    )
 
     maintenance = args.maintenance
     environment = {setting.name: spec.environment[setting.name] for setting in DB_SETTINGS}
@@ -537,7 +543,30 @@ def _maintenance(args: KubernetesServiceArgs, spec: ServerSpec, tracking_url: st
         },
         cpu=maintenance.cpu,
         memory=maintenance.memory,
+        users_sync=_users_sync(
+            users_declaration(pulumi.get_stack()),
+            environment={"AWS_REGION": args.region, "HOME": spec.scratch_path, "TMPDIR": spec.scratch_path},
+            entrypoint=tuple(USERS_SYNC_ENTRYPOINT),
+            arguments=tuple(users_sync_arguments(args.admin_username, tracking_url)),
+            declaration_env=USERS_DECLARATION_ENV,
+        ),
+        # The admin password only (users sync needs no database credentials).
+        users_sync_secrets={MAINTENANCE_PASSWORD_ENV: contract.ADMIN_PASSWORD.name},
     )
+
+
+def _users_sync(
+    declaration: str | None,
+    *,
+    environment: Mapping[str, str],
+    entrypoint: tuple[str, ...],
+    arguments: tuple[str, ...],
+    declaration_env: str,
+) -> tuple[tuple[str, ...], tuple[str, ...], Mapping[str, str]] | None:
+    """The re-sync of the stack's users declaration (stacks/users/<stack>.yaml), as on ECS."""
+    if declaration is None:
+        return None
+    return entrypoint, arguments, {**environment, declaration_env: declaration}
 
 
 def _subnet_cidrs(subnet_ids: Sequence[str], provider: aws.Provider) -> pulumi.Output[list[str]]:

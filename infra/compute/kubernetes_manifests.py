@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from infra.compute.spec import ServerSpec
@@ -408,6 +409,10 @@ class Maintenance:
     secrets: Mapping[str, str]  # env var -> key in the maintenance Secret
     cpu: int
     memory: int
+    # The users re-sync (`users sync --grants-only --apply`, docs/users.md) when the stack has a
+    # users declaration: (entrypoint, arguments, plain environment incl. the declaration).
+    users_sync: tuple[tuple[str, ...], tuple[str, ...], Mapping[str, str]] | None = None
+    users_sync_secrets: Mapping[str, str] = dataclass_field(default_factory=dict)
 
 
 def maintenance_cronjob(spec: ServerSpec, workload: Workload, maintenance: Maintenance) -> dict[str, Any]:
@@ -424,6 +429,22 @@ def maintenance_cronjob(spec: ServerSpec, workload: Workload, maintenance: Maint
         "securityContext": container_security_context(spec),
         "volumeMounts": mounts,
     }
+    containers = [container]
+    if maintenance.users_sync is not None:
+        # A second container of the same pod, not an init container: as on ECS, a failed re-sync
+        # (the Job is marked failed, its report is in the container's log) never stops the week's
+        # housekeeping; the two touch different things, so they may run side by side.
+        entrypoint, arguments, environment = maintenance.users_sync
+        sync_secrets = secret_env(maintenance.users_sync_secrets, MAINTENANCE_SECRET)
+        containers.append(
+            {
+                **container,
+                "name": "users-sync",
+                "command": list(entrypoint),
+                "args": list(arguments),
+                "env": plain_env(environment) + sync_secrets,
+            }
+        )
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -448,7 +469,7 @@ def maintenance_cronjob(spec: ServerSpec, workload: Workload, maintenance: Maint
                             spec,
                             workload,
                             service_account=MAINTENANCE,
-                            containers=[container],
+                            containers=containers,
                             volumes=volumes,
                             restart_policy="Never",
                             termination_grace_seconds=60,

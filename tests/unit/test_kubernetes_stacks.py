@@ -226,15 +226,21 @@ def test_the_stacks_target_group_is_bound_to_the_service(stack_graph, stack):
 @pytest.mark.parametrize("stack", KUBERNETES_STACKS)
 def test_the_maintenance_cronjob_runs_the_ecs_scheduled_tasks_command(stack_graph, on_ecs, stack):
     graph, ecs = stack_graph(stack), on_ecs(stack)
-    task = json.loads(ecs.named(f"{_prefix(graph)}-operations-task").get("containerDefinitions"))[0]
+    tasks = json.loads(ecs.named(f"{_prefix(graph)}-operations-task").get("containerDefinitions"))
     schedule = ecs.named(f"{_prefix(graph)}-operations-schedule")
     cronjob = graph.one(CRON_JOB)
-    container = _container(cronjob, "spec.jobTemplate.spec.template.spec.containers.0")
-    assert container["command"] == task["entryPoint"]
-    assert container["args"] == task["command"]
-    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    assert plain == {e["name"]: e["value"] for e in task["environment"]}
-    assert {e["name"] for e in container["env"] if "valueFrom" in e} == {s["name"] for s in task["secrets"]}
+    pods = cronjob.get("spec.jobTemplate.spec.template.spec.containers")
+    # Each ECS container (the housekeeping; the users re-sync when stacks/users/<stack>.yaml exists,
+    # docs/users.md) is a container of the CronJob's pod, with the same command and environment.
+    assert [c["name"] for c in pods] == [t["name"] for t in reversed(tasks)]
+    for index, task in enumerate(reversed(tasks)):
+        container = _container(cronjob, f"spec.jobTemplate.spec.template.spec.containers.{index}")
+        assert container["command"] == task["entryPoint"]
+        assert container["args"] == task["command"]
+        plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        assert plain == {e["name"]: e["value"] for e in task["environment"]}
+        secret_names = {e["name"] for e in container["env"] if "valueFrom" in e}
+        assert secret_names == {s["name"] for s in task["secrets"]}
     assert cronjob.get("spec.schedule") == cron_for_kubernetes(schedule.get("scheduleExpression"))
     assert cronjob.get("spec.timeZone") == schedule.get("scheduleExpressionTimezone")
     assert cronjob.get("spec.concurrencyPolicy") == "Forbid"
