@@ -194,6 +194,37 @@ def container_definitions(
     return [bootstrap, server]
 
 
+def fargate_task_definition(
+    resource_name: str,
+    *,
+    family: str,
+    spec: ServerSpec,
+    execution_role_arn: pulumi.Input[str],
+    task_role_arn: pulumi.Input[str],
+    container_definitions: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> aws.ecs.TaskDefinition:
+    """A Fargate task definition sized, placed and hardened as the server spec says: the service's
+    and the one-off migration's (infra/compute/ecs_migration.py)."""
+    return aws.ecs.TaskDefinition(
+        resource_name,
+        family=family,
+        requires_compatibilities=["FARGATE"],
+        network_mode="awsvpc",
+        cpu=str(spec.cpu),
+        memory=str(spec.memory),
+        runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+            operating_system_family="LINUX", cpu_architecture=spec.cpu_architecture
+        ),
+        execution_role_arn=execution_role_arn,
+        task_role_arn=task_role_arn,
+        # A task-scoped (bind-mount) volume: the only writable path of a read-only container.
+        volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if spec.read_only_root else [],
+        container_definitions=container_definitions,
+        opts=opts,
+    )
+
+
 class EcsService(pulumi.ComponentResource):
     """Cluster + task definition + service + target-tracking autoscaling for the server."""
 
@@ -317,20 +348,12 @@ class EcsService(pulumi.ComponentResource):
                 )
             )
         )
-        self.task_definition = aws.ecs.TaskDefinition(
+        self.task_definition = fargate_task_definition(
             f"{name}-task",
             family=f"{args.name_prefix}-server",
-            requires_compatibilities=["FARGATE"],
-            network_mode="awsvpc",
-            cpu=str(spec.cpu),
-            memory=str(spec.memory),
-            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture=spec.cpu_architecture
-            ),
+            spec=spec,
             execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn,
-            # A task-scoped (bind-mount) volume: the only writable path of a read-only container.
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if spec.read_only_root else [],
             container_definitions=definitions,
             opts=pulumi.ResourceOptions(parent=self, depends_on=rollout_waits_for),
         )

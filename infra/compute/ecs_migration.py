@@ -32,7 +32,12 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.compute import migration_runner_lambda
-from infra.compute.ecs import BOOTSTRAP_CONTAINER_NAME, SCRATCH_VOLUME, bootstrap_container
+from infra.compute.ecs import (
+    BOOTSTRAP_CONTAINER_NAME,
+    SCRATCH_VOLUME,
+    bootstrap_container,
+    fargate_task_definition,
+)
 from infra.compute.spec import ServerSpec
 from infra.identity import PolicedRole
 from infra.ordering import ready_when
@@ -308,19 +313,12 @@ class EcsMigration(pulumi.ComponentResource):
             bootstrap_environment=pulumi.Output.all(**bootstrap_environment),
             bootstrap_secrets=pulumi.Output.all(**bootstrap_secrets),
         )
-        self.task_definition = aws.ecs.TaskDefinition(
+        self.task_definition = fargate_task_definition(
             f"{name}-task",
             family=args.task_family,
-            requires_compatibilities=["FARGATE"],
-            network_mode="awsvpc",
-            cpu=str(spec.cpu),
-            memory=str(spec.memory),
-            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture=spec.cpu_architecture
-            ),
+            spec=spec,
             execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn,
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=SCRATCH_VOLUME)] if spec.read_only_root else [],
             container_definitions=resolved.apply(
                 lambda v: json.dumps(
                     migration_container_definitions(
