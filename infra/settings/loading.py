@@ -272,7 +272,7 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
                 problem=_problem,
             )
         )
-        problems.extend(shared_database_problems(ctx, raw, team=team))
+        problems.extend(shared_database_problems(ctx, raw))
 
     if problems:
         raise SettingsError(stack, problems)

@@ -45,7 +45,7 @@ def shared_connection_budget(shared: DatabaseInstanceSettings) -> int:
     return int(shared.max_connections * CONNECTION_BUDGET_FRACTION)
 
 
-def shared_database_problems(ctx: Mapping[str, Any], raw: Mapping[str, Any], *, team: str | None) -> list[str]:
+def shared_database_problems(ctx: Mapping[str, Any], raw: Mapping[str, Any]) -> list[str]:
     """Every contradiction between database.placement, sharedDatabase and tenancy.mode."""
     needs = ("tenancy", "database", "server", "sharedDatabase", "environment")
     if not all(need in ctx for need in needs):
@@ -151,7 +151,8 @@ def _shared_instance_problems(shared: SharedDatabaseSettings, environment: str) 
             "deletionProtection": (not shared.deletion_protection, "prod requires deletion protection"),
             "backupRetentionDays": (
                 shared.backup_retention_days < MIN_PROD_BACKUP_DAYS,
-                f"prod requires >= {MIN_PROD_BACKUP_DAYS} days of backups (got {shared.backup_retention_days})",
+                f"prod requires >= {MIN_PROD_BACKUP_DAYS} days of backups "
+                f"(got {shared.backup_retention_days})",
             ),
         }
         problems += [
