@@ -114,6 +114,7 @@ def test_collisions_between_teams_are_found(stacks: Path) -> None:
 
 @pytest.mark.parametrize("team", ["recsys-prod", "ads-prod"])
 def test_team_compare_prints_the_three_modes(stacks: Path, capsys, team: str) -> None:
+    shutil.copy(SHIPPED / f"Pulumi.{team}.yaml", stacks)
     code = main(["team", "compare", "--stack", team, "--teams", "4", "--stack-dir", str(stacks)])
     out = capsys.readouterr().out
     assert code == 0
