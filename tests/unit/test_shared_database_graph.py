@@ -24,7 +24,7 @@ from infra.settings.shared_database import SHARED_ROLE_HEADROOM_CONNECTIONS
 from preview.offline import ResourceGraph, load_stack_config, run_program, unwrap
 from server import contract
 
-PLATFORM, TEAM = "platform-prod", "ads-prod"
+PLATFORM, TEAM = "platform-prod", "media-prod"
 STACK_DIR = Path(__file__).resolve().parents[2] / "stacks"
 RDS = "aws:rds/instance:Instance"
 TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
@@ -113,9 +113,9 @@ def test_team_has_no_instance_and_uses_the_platforms(stack_graph: Any) -> None:
         server[contract.AUTH_DB_NAME.name],
         server[contract.DB_USER.name],
     ) == (
-        "ads_tracking",
-        "ads_auth",
-        "mlflow_ads",
+        "media_tracking",
+        "media_auth",
+        "mlflow_media",
     )
     assert team.outputs["db_instance_identifier"] == platform["shared_db_instance_identifier"]
     assert "pre_upgrade_snapshot_id" not in team.outputs
@@ -163,15 +163,15 @@ def test_only_the_bootstrap_container_gets_the_shared_master_secret(stack_graph:
 
 @pytest.fixture(scope="module")
 def two_shared_teams(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResourceGraph, ResourceGraph]:
-    """ads-prod and a second shared team (media-prod) on the same platform, in a scratch stacks dir."""
+    """media-prod and a second shared team (games-prod) on the same platform, in a scratch stacks dir."""
     directory: Path = tmp_path_factory.mktemp("stacks")
     for stack in (PLATFORM, TEAM):
         shutil.copy(STACK_DIR / f"Pulumi.{stack}.yaml", directory)
-    media = yaml.safe_load((STACK_DIR / f"Pulumi.{TEAM}.yaml").read_text())
-    media["config"]["mlflow-stack:domain"] = {"name": "media.mlflow.example.com"}
-    media["config"]["mlflow-stack:owner"] = "media-ml@example.com"
-    (directory / "Pulumi.media-prod.yaml").write_text(yaml.safe_dump(media))
-    return run_program(TEAM, stack_dir=directory), run_program("media-prod", stack_dir=directory)
+    games = yaml.safe_load((STACK_DIR / f"Pulumi.{TEAM}.yaml").read_text())
+    games["config"]["mlflow-stack:domain"] = {"name": "games.mlflow.example.com"}
+    games["config"]["mlflow-stack:owner"] = "games-ml@example.com"
+    (directory / "Pulumi.games-prod.yaml").write_text(yaml.safe_dump(games))
+    return run_program(TEAM, stack_dir=directory), run_program("games-prod", stack_dir=directory)
 
 
 def _owned(graph: ResourceGraph) -> set[str]:
@@ -195,22 +195,22 @@ def _policy_text(graph: ResourceGraph) -> str:
 def test_two_teams_on_one_instance_share_only_the_instance(
     two_shared_teams: tuple[ResourceGraph, ResourceGraph],
 ) -> None:
-    ads, media = two_shared_teams
-    assert ads.outputs["db_endpoint"] == media.outputs["db_endpoint"]
-    assert (ads.outputs["db_user"], media.outputs["db_user"]) == ("mlflow_ads", "mlflow_media")
-    assert {ads.outputs["db_name"], ads.outputs["db_auth_name"]}.isdisjoint(
-        {media.outputs["db_name"], media.outputs["db_auth_name"]}
+    media, games = two_shared_teams
+    assert media.outputs["db_endpoint"] == games.outputs["db_endpoint"]
+    assert (media.outputs["db_user"], games.outputs["db_user"]) == ("mlflow_media", "mlflow_games")
+    assert {media.outputs["db_name"], media.outputs["db_auth_name"]}.isdisjoint(
+        {games.outputs["db_name"], games.outputs["db_auth_name"]}
     )
-    for mine, theirs in ((ads, media), (media, ads)):
+    for mine, theirs in ((media, games), (games, media)):
         own = _owned(mine)
         text = _policy_text(mine)
         assert sum(name in text for name in own) >= 5  # the check is not vacuous
         leaks = sorted(name for name in _owned(theirs) if name in text)
         assert not leaks, f"{mine.stack} names {theirs.stack}'s {leaks}"
     # The one thing both read: the instance's master secret (docs/teams.md, what isolation each mode gives).
-    shared = unwrap(ads.outputs["db_master_secret_arn"])
-    assert shared == unwrap(media.outputs["db_master_secret_arn"])
-    assert shared in _policy_text(ads) and shared in _policy_text(media)
+    shared = unwrap(media.outputs["db_master_secret_arn"])
+    assert shared == unwrap(games.outputs["db_master_secret_arn"])
+    assert shared in _policy_text(media) and shared in _policy_text(games)
 
 
 # --- settings and the platform's answer ------------------------------------------------------------
