@@ -15,8 +15,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from infra.settings import DatabaseSettings
+from infra.settings.database import DatabaseInstanceSettings
 from infra.tags import child_opts, name_tag
+from server import contract
 
 POSTGRES_PORT = 5432
 MASTER_USERNAME = "mlflow"  # RDS master: used only by the bootstrap step (server/db_roles.py)
@@ -26,13 +27,14 @@ APP_USERNAME = "mlflow_app"  # server/contract.py DB_USER default: what the serv
 # for operators. https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/CHAP_Limits.html#RDS_Limits.MaxConnections
 MASTER_RESERVED_CONNECTIONS = 10
 DATABASE_NAME = "mlflow"  # tracking + registry; the server creates the auth DB itself
+AUTH_DATABASE_NAME = contract.AUTH_DB_NAME.default or "mlflow_auth"
 PERFORMANCE_INSIGHTS_RETENTION_DAYS = 7  # the free tier
 CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
 
 
 @dataclass(frozen=True)
 class DatabaseArgs:
-    settings: DatabaseSettings
+    settings: DatabaseInstanceSettings
     identifier: str  # RDS instance identifier, e.g. "mlflow-search-prod-db"
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list[str]]
@@ -41,12 +43,16 @@ class DatabaseArgs:
     master_secret_kms_key_arn: pulumi.Input[str]
     # prod: `pulumi destroy` must refuse to delete the instance (Pulumi protect).
     protect: bool = False
+    # The database RDS creates with the instance; None on a platform's shared instance, where each
+    # team's bootstrap creates its own (infra/shared_database.py).
+    initial_database: str | None = DATABASE_NAME
 
 
 class Database(pulumi.ComponentResource):
     endpoint: pulumi.Output[str]  # host name only
     port: pulumi.Output[int]
     db_name: str
+    auth_db_name: str  # created by the bootstrap (server/db_roles.py)
     username: str  # the application role
     master_username: str
     master_secret_arn: pulumi.Output[str]  # RDS-managed: JSON {"username", "password"}
@@ -129,7 +135,7 @@ class Database(pulumi.ComponentResource):
             instance_class=settings.instance_class,
             # A restored instance takes its databases, master user and KMS key from the snapshot or
             # backup (neither restore API accepts them), so they are only given for a new instance.
-            db_name=None if restore else DATABASE_NAME,
+            db_name=None if restore else args.initial_database,
             username=None if restore else MASTER_USERNAME,
             **restore,
             # RDS generates the master password, stores it in Secrets Manager and rotates it (every
@@ -175,6 +181,7 @@ class Database(pulumi.ComponentResource):
         self.endpoint = instance.address
         self.port = instance.port
         self.db_name = DATABASE_NAME
+        self.auth_db_name = AUTH_DATABASE_NAME
         self.username = APP_USERNAME
         self.master_username = MASTER_USERNAME
         self.master_secret_arn = instance.master_user_secrets.apply(_master_secret_arn)
@@ -227,7 +234,7 @@ class Database(pulumi.ComponentResource):
         )
 
 
-def _restore_args(identifier: str, settings: DatabaseSettings) -> tuple[str, dict[str, Any]]:
+def _restore_args(identifier: str, settings: DatabaseInstanceSettings) -> tuple[str, dict[str, Any]]:
     """The instance identifier and the restore arguments for `database.restoreFrom*`.
 
     A restore always creates a *new* instance (RDS cannot restore in place), so it gets its own

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -42,6 +42,8 @@ class IdentityArgs:
     # None: the image is not in ECR (or prebuilt elsewhere), so no repository pull is granted.
     ecr_repository_arn: pulumi.Input[str] | None = None
     permissions_boundary_arn: str | None = None
+    # Keys of secrets in secret_arns that are not this stack's: a shared instance's master secret.
+    extra_secrets_kms_key_arns: list[pulumi.Input[str]] = field(default_factory=list)
 
 
 def ecr_repository_arn_for_image(image: str, partition: str) -> str | None:
@@ -108,6 +110,7 @@ def execution_policy(
     region: str,
     ecr_repository_arn: str | None,
     log_stream_prefix: str = "",
+    extra_secrets_kms_key_arns: list[str] | None = None,
 ) -> str:
     """What ECS needs to start a task of the server image: pull it, write its log streams (those
     under `log_stream_prefix` only), read exactly `secret_arns`. The server and the maintenance
@@ -150,7 +153,11 @@ def execution_policy(
             "Sid": "DecryptSecrets",
             "Effect": "Allow",
             "Action": ["kms:Decrypt"],
-            "Resource": secrets_kms_key_arn,
+            "Resource": (
+                sorted([secrets_kms_key_arn, *extra_secrets_kms_key_arns])
+                if extra_secrets_kms_key_arns
+                else secrets_kms_key_arn
+            ),
             "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
         },
     ]
@@ -173,6 +180,7 @@ def create_execution_role(
     ecr_repository_arn: pulumi.Input[str] | None,
     opts: pulumi.ResourceOptions,
     log_stream_prefix: str = "",
+    extra_secrets_kms_key_arns: list[pulumi.Input[str]] | None = None,
 ) -> PolicedRole:
     """An ECS task execution role (`<name>-execution-role`) with its `execution_policy`; the server
     and the maintenance task each get one, scoped to their own secrets and log streams."""
@@ -188,13 +196,19 @@ def create_execution_role(
         f"{name}-execution-policy",
         role=role.id,
         policy=pulumi.Output.all(
-            partition, account_id, secrets_kms_key_arn, ecr_repository_arn, *secret_arns
+            partition,
+            account_id,
+            secrets_kms_key_arn,
+            ecr_repository_arn,
+            pulumi.Output.all(*(extra_secrets_kms_key_arns or [])),
+            *secret_arns,
         ).apply(
             lambda values: execution_policy(
                 log_group_arn=log_group_arn(values[0], region, values[1], log_group_name),
                 secrets_kms_key_arn=values[2],
                 ecr_repository_arn=values[3],
-                secret_arns=list(values[4:]),
+                extra_secrets_kms_key_arns=list(values[4]),
+                secret_arns=list(values[5:]),
                 region=region,
                 log_stream_prefix=log_stream_prefix,
             )
@@ -270,6 +284,7 @@ class Identity(pulumi.ComponentResource):
             secret_arns=list(args.secret_arns),
             secrets_kms_key_arn=args.secrets_kms_key_arn,
             ecr_repository_arn=args.ecr_repository_arn,
+            extra_secrets_kms_key_arns=args.extra_secrets_kms_key_arns,
             opts=child_opts(self),
         )
         self.runtime_role_arn = PolicedRole(runtime_role, runtime_policy_resource).arn

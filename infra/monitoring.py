@@ -48,8 +48,9 @@ class MonitoringArgs:
     ecs_cluster_name: pulumi.Input[str]
     ecs_service_name: pulumi.Input[str]
     db_instance_identifier: pulumi.Input[str]
-    db_allocated_storage_gb: int
-    db_max_connections: int
+    # A team on a shared instance knows these from the platform's outputs only.
+    db_allocated_storage_gb: pulumi.Input[int]
+    db_max_connections: pulumi.Input[int]
     region: str = "us-east-1"  # every dashboard widget names its region
     bucket_name: pulumi.Input[str] | None = None  # artifact bucket: capacity alarm and dashboard
     archive_storage_class: str = "GLACIER_IR"  # where old artifacts move (settings.artifacts)
@@ -134,8 +135,10 @@ class Monitoring(pulumi.ComponentResource):
         target_group = {"LoadBalancer": args.alb_arn_suffix, "TargetGroup": args.target_group_arn_suffix}
         service = {"ClusterName": args.ecs_cluster_name, "ServiceName": args.ecs_service_name}
         database = {"DBInstanceIdentifier": args.db_instance_identifier}
+        storage_gb = pulumi.Output.from_input(args.db_allocated_storage_gb)
+        max_connections = pulumi.Output.from_input(args.db_max_connections)
 
-        def alarm(role: str, description: str, **kwargs: object) -> aws.cloudwatch.MetricAlarm:
+        def alarm(role: str, description: pulumi.Input[str], **kwargs: object) -> aws.cloudwatch.MetricAlarm:
             return aws.cloudwatch.MetricAlarm(
                 f"{name}-{role}",
                 alarm_description=description,
@@ -211,31 +214,38 @@ class Monitoring(pulumi.ComponentResource):
             ),
             "rds-free-storage": alarm(
                 "rds-free-storage",
-                f"database free storage below {limits.rds_free_storage_percent:g}% of "
-                f"{args.db_allocated_storage_gb} GiB",
+                storage_gb.apply(
+                    lambda gb: f"database free storage below {limits.rds_free_storage_percent:g}% of {gb} GiB"
+                ),
                 namespace="AWS/RDS",
                 metric_name="FreeStorageSpace",
                 dimensions=database,
                 statistic="Minimum",
                 period=RDS_PERIOD_SECONDS,
                 evaluation_periods=1,
-                threshold=free_storage_threshold_bytes(
-                    args.db_allocated_storage_gb, limits.rds_free_storage_percent
+                threshold=storage_gb.apply(
+                    lambda gb: free_storage_threshold_bytes(gb, limits.rds_free_storage_percent)
                 ),
                 comparison_operator="LessThanThreshold",
                 treat_missing_data="missing",
             ),
             "rds-connections": alarm(
                 "rds-connections",
-                f"database connections above {limits.rds_connections_percent:g}% of max_connections "
-                f"({args.db_max_connections})",
+                max_connections.apply(
+                    lambda most: (
+                        f"database connections above {limits.rds_connections_percent:g}% of "
+                        f"max_connections ({most})"
+                    )
+                ),
                 namespace="AWS/RDS",
                 metric_name="DatabaseConnections",
                 dimensions=database,
                 statistic="Maximum",
                 period=RDS_PERIOD_SECONDS,
                 evaluation_periods=2,
-                threshold=connections_threshold(args.db_max_connections, limits.rds_connections_percent),
+                threshold=max_connections.apply(
+                    lambda most: connections_threshold(most, limits.rds_connections_percent)
+                ),
                 comparison_operator="GreaterThanThreshold",
                 treat_missing_data="missing",
             ),

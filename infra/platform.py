@@ -25,6 +25,7 @@ from infra.operations import Operations, OperationsArgs
 from infra.ordering import ready_when
 from infra.secrets import Secrets, SecretsArgs
 from infra.settings import Settings, load_balancer_open_to_all
+from infra.shared_database import TeamDatabase
 from infra.shared_platform import SharedPlatform, build_shared_platform, export_platform_outputs
 from infra.tags import aws_provider
 from infra.team_route import PlatformReference, ReferencedNetwork, TeamRoute, team_route
@@ -43,7 +44,7 @@ class Platform:
     account_id: pulumi.Output[str]
     network: Network | ReferencedNetwork  # a team stack's is its platform stack's
     secrets: Secrets
-    database: Database
+    database: Database | TeamDatabase  # a team's on the platform's shared instance: TeamDatabase
     artifacts: Artifacts
     identity: Identity | None  # the ECS task roles; None on Kubernetes (each service account has its own)
     ecr_repository_name: str  # repository the compute component builds the image into
@@ -102,18 +103,22 @@ def build_platform(settings: Settings) -> Platform | SharedPlatform:
         ),
         opts=with_provider,
     )
-    database = Database(
-        f"{prefix}-database",
-        DatabaseArgs(
-            settings=settings.database,
-            identifier=f"{prefix}-db",
-            vpc_id=network.vpc_id,
-            private_subnet_ids=network.private_subnet_ids,
-            master_secret_kms_key_arn=secrets.kms_key_arn,
-            protect=settings.is_prod,
-        ),
-        opts=with_provider,
-    )
+    database: Database | TeamDatabase
+    if shared is not None and settings.database.shared:
+        database = TeamDatabase(settings, shared)  # the platform's instance: infra/shared_database.py
+    else:
+        database = Database(
+            f"{prefix}-database",
+            DatabaseArgs(
+                settings=settings.database,
+                identifier=f"{prefix}-db",
+                vpc_id=network.vpc_id,
+                private_subnet_ids=network.private_subnet_ids,
+                master_secret_kms_key_arn=secrets.kms_key_arn,
+                protect=settings.is_prod,
+            ),
+            opts=with_provider,
+        )
     artifacts = Artifacts(
         f"{prefix}-artifacts",
         ArtifactsArgs(
@@ -185,11 +190,11 @@ def build_platform(settings: Settings) -> Platform | SharedPlatform:
     snapshot = database.pre_upgrade_snapshot(mlflow_version())
     spec = build_server_spec(
         settings,
-        image=ready_when(server_image.image_ref, snapshot.id),
+        image=server_image.image_ref if snapshot is None else ready_when(server_image.image_ref, snapshot.id),
         db_host=database.endpoint,
         db_port=pulumi.Output.from_input(database.port).apply(str),
         db_name=database.db_name,
-        auth_db_name=contract.AUTH_DB_NAME.default or "mlflow_auth",
+        auth_db_name=database.auth_db_name,
         db_user=database.username,
         artifacts_destination=artifacts_destination(artifacts),
         secret_refs=SecretRefs(
@@ -247,8 +252,11 @@ def build_platform(settings: Settings) -> Platform | SharedPlatform:
             ecs_service_name=compute.service_name,
             pod_metrics=kubernetes_pod_metrics(settings) if settings.on_kubernetes else None,
             db_instance_identifier=database.instance_identifier,
-            db_allocated_storage_gb=settings.database.allocated_storage_gb,
-            db_max_connections=settings.database.max_connections,
+            # A shared instance's size is the platform's (its outputs); an own instance's, the settings'.
+            db_allocated_storage_gb=getattr(
+                database, "allocated_storage_gb", settings.database.allocated_storage_gb
+            ),
+            db_max_connections=getattr(database, "max_connections", settings.database.max_connections),
             region=settings.region,
             bucket_name=artifacts.bucket_name,
             archive_storage_class=settings.artifacts.archive_storage_class,
@@ -333,7 +341,7 @@ def _ecs_service(
     spec: ServerSpec,
     network: Network,
     load_balancer: LoadBalancer,
-    database: Database,
+    database: Database | TeamDatabase,
     identity: Identity | None,
     with_provider: pulumi.ResourceOptions,
     shared_cluster: PlatformReference | None = None,
@@ -385,7 +393,7 @@ def _identity(
     partition: pulumi.Output[str],
     artifacts: Artifacts,
     secrets: Secrets,
-    database: Database,
+    database: Database | TeamDatabase,
     ecr_repository_arn: pulumi.Input[str] | None,
     with_provider: pulumi.ResourceOptions,
 ) -> Identity:
@@ -414,6 +422,10 @@ def _identity(
             log_group_name=settings.log_group_name,
             ecr_repository_arn=ecr_repository_arn,
             permissions_boundary_arn=settings.permissions_boundary_arn,
+            # A shared instance's master secret is under the platform's key (infra/shared_database.py).
+            extra_secrets_kms_key_arns=(
+                [database.master_secret_kms_key_arn] if isinstance(database, TeamDatabase) else []
+            ),
         ),
         opts=with_provider,
     )
@@ -505,6 +517,8 @@ def export_outputs(platform: Platform | SharedPlatform) -> None:
     pulumi.export("db_endpoint", platform.database.endpoint)
     pulumi.export("db_port", platform.database.port)
     pulumi.export("db_name", platform.database.db_name)
+    pulumi.export("db_auth_name", platform.database.auth_db_name)
+    pulumi.export("db_placement", settings.database.placement)
     pulumi.export("db_user", platform.database.username)
     pulumi.export("db_password_secret_arn", platform.secrets.db_password_secret_arn)
     # `mlflow-stack db status --stack` reads the instance's backups (and the restored one's, after a restore).
@@ -512,7 +526,8 @@ def export_outputs(platform: Platform | SharedPlatform) -> None:
     # The RDS-managed master secret, for an operator's repairs (the server never uses it).
     pulumi.export("db_master_user", platform.database.master_username)
     # The restore point taken before this MLflow version's migrations (docs/upgrading.md).
-    pulumi.export("pre_upgrade_snapshot_id", platform.database.pre_upgrade_snapshot_id)
+    if platform.database.pre_upgrade_snapshot_id is not None:  # none on a shared instance
+        pulumi.export("pre_upgrade_snapshot_id", platform.database.pre_upgrade_snapshot_id)
     pulumi.export("db_master_secret_arn", platform.database.master_secret_arn)
     pulumi.export("flask_secret_key_secret_arn", platform.secrets.flask_secret_key_secret_arn)
     pulumi.export("crypto_kek_passphrase_secret_arn", platform.secrets.crypto_kek_passphrase_secret_arn)

@@ -19,6 +19,7 @@ from infra.load_balancer import HTTPS_PORT, LoadBalancer, LoadBalancerArgs
 from infra.monitoring import topic_key_policy
 from infra.network import Network, NetworkArgs
 from infra.settings import Settings, load_balancer_open_to_all
+from infra.shared_database import SharedDatabase, build_shared_database, export_shared_database_outputs
 from infra.tags import aws_provider
 from server import contract
 
@@ -52,6 +53,7 @@ class SharedPlatform:
     firewall: Firewall | None
     cluster: aws.ecs.Cluster
     alarm_topic: aws.sns.Topic
+    shared_database: SharedDatabase | None = None  # sharedDatabase.enabled
 
 
 def build_shared_platform(settings: Settings) -> SharedPlatform:
@@ -134,6 +136,11 @@ def build_shared_platform(settings: Settings) -> SharedPlatform:
         opts=with_provider,
     )
     topic = _alarms(settings, caller.account_id, partition_info.partition, load_balancer, with_provider)
+    shared_database = None
+    if settings.shared_database.enabled:
+        shared_database = build_shared_database(
+            settings, network.vpc_id, network.private_subnet_ids, with_provider
+        )
     return SharedPlatform(
         settings=settings,
         network=network,
@@ -141,6 +148,7 @@ def build_shared_platform(settings: Settings) -> SharedPlatform:
         firewall=firewall,
         cluster=cluster,
         alarm_topic=topic,
+        shared_database=shared_database,
     )
 
 
@@ -221,3 +229,5 @@ def export_platform_outputs(platform: SharedPlatform) -> None:
     pulumi.export("alarm_topic_arn", platform.alarm_topic.arn)
     if platform.firewall is not None:
         pulumi.export("web_acl_arn", platform.firewall.web_acl_arn)
+    if platform.shared_database is not None:
+        export_shared_database_outputs(platform.shared_database)

@@ -2,8 +2,10 @@
 
 - **standalone**: every team its own self-contained stack (VPC, NAT, ALB, cluster, database, ...):
   N x one standalone stack.
-- **shared platform**: one platform stack (VPC, NAT, ALB, WAF, cluster) + N team stacks; a team pays
-  its own stack plus 1/N of the platform. The marginal cost of one more team is one team stack.
+- **shared platform**: one platform stack (VPC, NAT, ALB, WAF, cluster, and the shared RDS instance
+  when `sharedDatabase.enabled`) + N team stacks; a team pays its own stack plus 1/N of the platform.
+  The marginal cost of one more team is one team stack — without an instance for a team whose
+  `database.placement` is shared (the shared instance is priced on the platform).
 - **workspaces**: one standalone stack whose server all N teams share, one MLflow workspace each
   (`server.workspaces`): 1/N of one stack per team. It is the same stack sized for one team; N teams'
   load needs more replicas and a larger database, which this estimate does not add.
@@ -80,6 +82,13 @@ def standalone_twin(team_config: Mapping[str, Any], platform_config: Mapping[str
         # The platform's wildcard certificate covers the host too; DNS pointed by hand.
         domain.update(certificateArn=platform_domain.get("certificateArn"), createAliasRecord=False)
     config[f"{CONFIG_NAMESPACE}:domain"] = domain
+    database = team_config.get(f"{CONFIG_NAMESPACE}:database")
+    if isinstance(database, Mapping):
+        # A standalone stack has its own instance: the team's placement on the shared one goes.
+        own = {k: v for k, v in database.items() if k not in ("placement", "connectionLimit")}
+        config.pop(f"{CONFIG_NAMESPACE}:database")
+        if own:
+            config[f"{CONFIG_NAMESPACE}:database"] = own
     return config
 
 

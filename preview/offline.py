@@ -218,6 +218,12 @@ def stack_mode(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
     return str(tenancy.get("mode", "standalone")) if isinstance(tenancy, Mapping) else "standalone"
 
 
+def stack_database_placement(stack: str, stack_dir: str | Path = STACK_DIR) -> str:
+    """database.placement a stack file selects: "shared" (the platform's instance) or "own-instance"."""
+    database = load_stack_config(stack, stack_dir).get(f"{CONFIG_NAMESPACE}:database") or {}
+    return str(database.get("placement", "own-instance")) if isinstance(database, Mapping) else "own-instance"
+
+
 def load_stack_config(stack: str, stack_dir: str | Path = STACK_DIR) -> dict[str, Any]:
     """The `config:` map of stacks/Pulumi.<stack>.yaml, keys fully qualified (`mlflow-stack:x`)."""
     path = _stack_directory(stack_dir) / f"Pulumi.{stack}.yaml"

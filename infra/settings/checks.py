@@ -38,6 +38,8 @@ CrossCheck = Callable[[dict[str, Any]], list[str]]
 def _connection_budget(ctx: dict[str, Any]) -> list[str]:
     server: ServerSettings = ctx["server"]
     database: DatabaseSettings = ctx["database"]
+    if database.shared:
+        return []  # the role's limit on the platform's instance: infra/settings/shared_database.py
     used = connections_at_full_scale(server)
     budget = int(database.max_connections * CONNECTION_BUDGET_FRACTION)
     if used <= budget:

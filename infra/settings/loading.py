@@ -24,6 +24,7 @@ from infra.settings.limits import (
 )
 from infra.settings.models import Settings, SettingsError, _problem, _Section, name_prefix, parse_stack_name
 from infra.settings.presets import KNOWN_KEYS, PRESETS, SECTION_MODELS
+from infra.settings.shared_database import shared_database_problems
 from infra.settings.tenancy import tenancy_problems
 
 
@@ -271,6 +272,7 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
                 problem=_problem,
             )
         )
+        problems.extend(shared_database_problems(ctx, raw))
 
     if problems:
         raise SettingsError(stack, problems)
@@ -295,6 +297,7 @@ def build_settings(stack: str, region: str | None, raw: Mapping[str, Any]) -> Se
         compute=ctx["compute"],
         kubernetes=ctx["kubernetes"],
         tenancy=ctx["tenancy"],
+        shared_database=ctx["sharedDatabase"],
     )
 
 

@@ -16,20 +16,17 @@ from pydantic import Field, field_validator
 
 # The compute backend's sections live in their own module (kept apart from the data plane's).
 from infra.settings.compute import ComputeSettings, KubernetesSettings
+from infra.settings.database import DatabaseSettings, SharedDatabaseSettings
 from infra.settings.limits import (
     ARCHIVED_STORAGE_CLASSES,
     AUTH_LISTENER_CONNECTIONS_PER_WORKER,
     CONFIG_NAMESPACE,
     ENGINES_PER_WORKER,
     ENVIRONMENTS,
-    GIB,
-    INSTANCE_CLASS_MEMORY_GIB,
     INSTANT_ARCHIVE_STORAGE_CLASSES,
     LOG_RETENTION_DAYS,
     MAIN_PROCESS_CONNECTIONS_PER_REPLICA,
     PROJECT,
-    RDS_CONNECTION_MEMORY_BYTES,
-    RDS_MAX_CONNECTIONS_CAP,
     Environment,
 )
 from infra.settings.section import _Section
@@ -75,100 +72,6 @@ class NetworkSettings(_Section):
         if bad:
             raise ValueError(f"{', '.join(bad)} do not look like subnet-0123456789abcdef0")
         return value
-
-
-class DatabaseSettings(_Section):
-    """RDS PostgreSQL for the tracking store, model registry and basic-auth DB."""
-
-    engine_version: str = Field("17", description="PostgreSQL major (or major.minor) version")
-    instance_class: str = Field("db.t4g.micro", description="RDS instance class")
-    allocated_storage_gb: int = Field(20, ge=20, le=65536, description="initial gp3 storage")
-    max_allocated_storage_gb: int = Field(100, ge=20, le=65536, description="storage autoscaling ceiling")
-    multi_az: bool = Field(False, description="standby replica in a second AZ")
-    backup_retention_days: int = Field(7, ge=0, le=35, description="automated backup retention")
-    deletion_protection: bool = Field(False, description="RDS deletion protection")
-    final_snapshot: bool = Field(False, description="take a final snapshot when the instance is deleted")
-    performance_insights: bool = Field(True, description="Performance Insights (7 days, free tier)")
-    slow_query_ms: int = Field(500, ge=0, description="log statements slower than this (0 logs all)")
-    restore_from_snapshot: str | None = Field(
-        None,
-        description="create the instance from this DB snapshot (identifier, `rds:` automated identifier "
-        "or ARN): a new instance with this stack's settings, named <identifier>-r<hash>; see "
-        "docs/operations.md, restoring the database",
-    )
-    restore_from_instance: str | None = Field(
-        None,
-        description="point-in-time restore: the instance whose automated backups to restore from "
-        "(with restoreTime)",
-    )
-    restore_time: str | None = Field(
-        None,
-        description="with restoreFromInstance: a UTC time such as 2026-01-31T12:00:00Z (within the backup "
-        "retention), or `latest` (the latest restorable time, about five minutes ago)",
-    )
-
-    @field_validator("engine_version")
-    @classmethod
-    def _engine_version(cls, value: str) -> str:
-        if not re.fullmatch(r"1[3-9](\.\d+)?", value):
-            raise ValueError("must be a PostgreSQL version 13 or later, e.g. '17' or '17.5'")
-        return value
-
-    @field_validator("instance_class")
-    @classmethod
-    def _instance_class(cls, value: str) -> str:
-        if value not in INSTANCE_CLASS_MEMORY_GIB:
-            raise ValueError(f"unknown instance class; use one of {', '.join(INSTANCE_CLASS_MEMORY_GIB)}")
-        return value
-
-    @field_validator("restore_from_snapshot")
-    @classmethod
-    def _snapshot(cls, value: str | None) -> str | None:
-        # https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_RestoreDBInstanceFromDBSnapshot.html
-        if value is not None and not re.fullmatch(
-            r"(arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:snapshot:)?(rds:)?[A-Za-z][A-Za-z0-9-]{0,254}", value
-        ):
-            raise ValueError(
-                "must be a DB snapshot identifier (my-snapshot, rds:db-2026-01-31-03-10) or its ARN"
-            )
-        return value
-
-    @field_validator("restore_from_instance")
-    @classmethod
-    def _source_instance(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{0,62}(?<!-)", value):
-            raise ValueError("must be a DB instance identifier, e.g. mlflow-prod-db")
-        return value
-
-    @field_validator("restore_time")
-    @classmethod
-    def _restore_time(cls, value: str | None) -> str | None:
-        if (
-            value is not None
-            and value != "latest"
-            and not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", value)
-        ):
-            raise ValueError("must be `latest` or a UTC time like 2026-01-31T12:00:00Z")
-        return value
-
-    @property
-    def restore_source(self) -> str | None:
-        """What the instance is restored from (None: a new, empty instance)."""
-        if self.restore_from_snapshot:
-            return f"snapshot {self.restore_from_snapshot}"
-        if self.restore_from_instance:
-            return f"instance {self.restore_from_instance} at {self.restore_time}"
-        return None
-
-    @property
-    def engine_major(self) -> str:
-        return self.engine_version.split(".")[0]
-
-    @property
-    def max_connections(self) -> int:
-        """RDS' default max_connections for this instance class."""
-        memory = INSTANCE_CLASS_MEMORY_GIB[self.instance_class] * GIB
-        return min(int(memory // RDS_CONNECTION_MEMORY_BYTES), RDS_MAX_CONNECTIONS_CAP)
 
 
 class ArtifactSettings(_Section):
@@ -490,6 +393,7 @@ class Settings(_Section):
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     tenancy: TenancySettings = Field(default_factory=TenancySettings)
+    shared_database: SharedDatabaseSettings = Field(default_factory=SharedDatabaseSettings)
 
     @property
     def name_prefix(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.settings.compute import ComputeSettings, KubernetesSettings
+from infra.settings.database import SharedDatabaseSettings
 from infra.settings.models import (
     AlarmSettings,
     ArtifactSettings,
@@ -30,6 +31,7 @@ SECTION_MODELS: dict[str, type[_Section]] = {
     "compute": ComputeSettings,
     "kubernetes": KubernetesSettings,
     "tenancy": TenancySettings,
+    "sharedDatabase": SharedDatabaseSettings,
 }
 
 # Per-environment defaults (YAML key names). Anything not listed uses the model default above.
@@ -111,6 +113,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "maintenance": {"enabled": True, "cleanupOlderThanDays": 180},
     },
 }
+
+# A platform's shared instance is sized like a stack's own instance of the same environment.
+for _preset in PRESETS.values():
+    _preset["sharedDatabase"] = dict(_preset["database"])
 
 # Top-level keys other than the sections: YAML key -> description.
 SCALAR_KEYS: dict[str, str] = {

@@ -21,11 +21,21 @@ import pytest
 from infra.database import APP_USERNAME, MASTER_RESERVED_CONNECTIONS, MASTER_USERNAME
 from infra.settings import build_settings
 from infra.settings.models import connections_at_full_scale
-from preview.offline import ResourceGraph, iter_plain_strings, list_stacks, stack_backend, stack_mode
+from preview.offline import (
+    ResourceGraph,
+    iter_plain_strings,
+    list_stacks,
+    stack_backend,
+    stack_database_placement,
+    stack_mode,
+)
 from server import contract
 
-# Stacks with a database: a platform stack (tenancy.mode platform) has none.
-STACK_FILES = [s for s in list_stacks() if stack_mode(s) != "platform"]
+# Stacks with an instance of their own: a platform stack runs no server; a team on the platform's
+# shared instance has its own role there (tests/unit/test_shared_database_graph.py).
+STACK_FILES = [
+    s for s in list_stacks() if stack_mode(s) != "platform" and stack_database_placement(s) != "shared"
+]
 ECS_STACKS = [s for s in STACK_FILES if stack_backend(s) == "ecs"]
 # Kubernetes stacks run the same bootstrap as the migration Job's init container:
 # tests/unit/test_kubernetes_stacks.py checks it there.

@@ -54,8 +54,18 @@ def test_team_deployer_reaches_only_its_own_data(stack: str, stack_graph: Any) -
 
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
 def test_platform_deployer_has_no_secret_or_database_permissions(stack: str, stack_graph: Any) -> None:
+    """None but the shared instance's, when the platform has one (sharedDatabase.enabled): the
+    deployer creates that instance, and RDS its managed master secret, never a team's."""
     statements = _statements(stack_graph(stack))
     assert "StackSecrets" not in statements
-    assert "StackDatabase" not in statements
-    actions = {a for s in statements.values() for a in s["Action"]}
-    assert not any(a.startswith(("secretsmanager:Create", "rds:Create")) for a in actions)
+    shared = bool(stack_graph(stack).of_type("aws:rds/instance:Instance"))
+    assert ("StackDatabase" in statements) == shared
+    if shared:
+        prefix = f"arn:aws:rds:us-east-1:111122223333:db:mlflow-{stack}-shared-db"
+        assert [r for r in statements["StackDatabase"]["Resource"] if ":db:" in r] == [prefix]
+    creating = {
+        a: sid for sid, s in statements.items() for a in s["Action"] if a.startswith("secretsmanager:Create")
+    }
+    assert set(creating.values()) <= ({"RdsManagedMasterSecret"} if shared else set())
+    rds_creates = {sid for sid, s in statements.items() for a in s["Action"] if a.startswith("rds:Create")}
+    assert rds_creates <= ({"StackDatabase"} if shared else set())

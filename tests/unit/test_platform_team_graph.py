@@ -22,8 +22,16 @@ from infra.settings.tenancy import (
     MIN_RULE_PRIORITY,
     platform_stack_name,
 )
+from infra.shared_database import SHARED_DATABASE_OUTPUTS
 from infra.shared_platform import PLATFORM_OUTPUTS
-from preview.offline import ResourceGraph, list_stacks, load_stack_config, stack_backend, unwrap
+from preview.offline import (
+    ResourceGraph,
+    list_stacks,
+    load_stack_config,
+    stack_backend,
+    stack_database_placement,
+    unwrap,
+)
 from preview.team_scaffold import listener_priorities, priority_collisions
 
 
@@ -60,6 +68,13 @@ PLATFORM_TYPES = {
     "aws:wafv2/webAcl:WebAcl",
 }
 LISTENER_RULE = "aws:lb/listenerRule:ListenerRule"
+RDS = "aws:rds/instance:Instance"
+
+
+def _shares_a_database(stack: str) -> bool:
+    """A team stack with database.placement shared, or a platform with sharedDatabase.enabled."""
+    shared = load_stack_config(stack).get("mlflow-stack:sharedDatabase") or {}
+    return stack_database_placement(stack) == "shared" or bool(shared.get("enabled"))
 
 
 def _platform_of(stack: str) -> str:
@@ -75,9 +90,12 @@ def test_the_shipped_example_has_a_platform_and_two_teams_on_it() -> None:
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
 def test_platform_stack_has_no_team_resources(stack: str, stack_graph: Any) -> None:
     graph = stack_graph(stack)
-    # Its own roles and buckets only: the flow-log role and the ALB's access-log bucket.
-    team_types = TEAM_TYPES - {"aws:iam/role:Role", "aws:s3/bucket:Bucket"}
+    # Its own roles and buckets only: the flow-log role and the ALB's access-log bucket; and the
+    # instance teams share (sharedDatabase.enabled), none of a team's.
+    team_types = TEAM_TYPES - {"aws:iam/role:Role", "aws:s3/bucket:Bucket", RDS}
     assert not graph.types & team_types, sorted(graph.types & team_types)
+    instances = [r.get("identifier") for r in graph.of_type(RDS)]
+    assert instances == ([f"mlflow-{stack}-shared-db"] if _shares_a_database(stack) else [])
     trusted = {
         principal
         for role in graph.of_type("aws:iam/role:Role")
@@ -95,9 +113,11 @@ def test_platform_stack_has_no_team_resources(stack: str, stack_graph: Any) -> N
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
 def test_platform_exports_what_teams_read_and_no_secret(stack: str, stack_graph: Any) -> None:
     outputs = stack_graph(stack).outputs
-    assert set(PLATFORM_OUTPUTS) <= set(outputs), set(PLATFORM_OUTPUTS) - set(outputs)
+    expected = set(PLATFORM_OUTPUTS) | (set(SHARED_DATABASE_OUTPUTS) if _shares_a_database(stack) else set())
+    assert expected <= set(outputs), expected - set(outputs)
     assert all(unwrap(value) == value for value in outputs.values()), "a platform output is secret"
-    assert not any("password" in name or "secret" in name for name in outputs)
+    # The shared instance's master secret and its key by ARN only (what db-bootstrap reads): no value.
+    assert not any("password" in name or ("secret" in name and not name.endswith("_arn")) for name in outputs)
 
 
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
@@ -125,7 +145,10 @@ def test_shared_alb_has_a_wildcard_certificate_and_answers_unknown_hosts_404(
 def test_team_stack_has_no_platform_resources(stack: str, stack_graph: Any) -> None:
     graph = stack_graph(stack)
     assert not graph.types & PLATFORM_TYPES, sorted(graph.types & PLATFORM_TYPES)
-    assert graph.types >= TEAM_TYPES, sorted(TEAM_TYPES - graph.types)
+    # A team on the platform's shared instance has no instance of its own.
+    own = TEAM_TYPES - {RDS} if _shares_a_database(stack) else TEAM_TYPES
+    assert graph.types >= own, sorted(own - graph.types)
+    assert (RDS in graph.types) != _shares_a_database(stack)
 
 
 @pytest.mark.parametrize("stack", TEAM_STACKS)
@@ -137,7 +160,10 @@ def test_team_attaches_to_the_platforms_listeners_cluster_and_subnets(stack: str
     service = team.one("aws:ecs/service:Service")
     assert service.get("cluster") == platform["ecs_cluster_arn"]
     assert service.get("networkConfiguration.subnets") == platform["private_subnet_ids"]
-    assert team.one("aws:rds/subnetGroup:SubnetGroup").get("subnetIds") == platform["private_subnet_ids"]
+    if _shares_a_database(stack):  # the platform's instance, in the platform's subnets
+        assert team.outputs["db_endpoint"] == platform["shared_db_endpoint"]
+    else:
+        assert team.one("aws:rds/subnetGroup:SubnetGroup").get("subnetIds") == platform["private_subnet_ids"]
     assert team.one("aws:lb/targetGroup:TargetGroup").get("vpcId") == platform["vpc_id"]
     # The ALB reaches the team's tasks through the platform ALB's security group.
     egress = [
@@ -240,7 +266,12 @@ def _owned_names(graph: ResourceGraph) -> set[str]:
             resource.type == "aws:dynamodb/table:Table" or resource.type == "aws:cloudwatch/logGroup:LogGroup"
         ):
             owned |= {resource.arn or "", str(resource.get("name"))}
-    for output in ("db_master_secret_arn", "db_instance_identifier", "log_group_name", "lock_table"):
+    outputs = ["log_group_name", "lock_table"]
+    # A team on the shared instance names the platform's instance and master secret: the documented
+    # exception (docs/teams.md), checked in tests/unit/test_shared_database_graph.py.
+    if graph.outputs.get("db_placement") != "shared":
+        outputs += ["db_master_secret_arn", "db_instance_identifier"]
+    for output in outputs:
         owned.add(str(unwrap(graph.outputs.get(output, ""))))
     return {name for name in owned if name and name != "None"}
 

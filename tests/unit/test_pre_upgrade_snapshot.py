@@ -11,10 +11,13 @@ from __future__ import annotations
 import pytest
 
 from infra.compute.image import mlflow_version
-from preview.offline import list_stacks, stack_backend, stack_mode
+from preview.offline import list_stacks, stack_backend, stack_database_placement, stack_mode
 
-# Stacks with a database: a platform stack (tenancy.mode platform) has none.
-STACK_FILES = [s for s in list_stacks() if stack_mode(s) != "platform"]
+# Stacks with an instance of their own: a platform stack runs no server, and a team on the platform's
+# shared instance takes no snapshot of it (tests/unit/test_shared_database_graph.py).
+STACK_FILES = [
+    s for s in list_stacks() if stack_mode(s) != "platform" and stack_database_placement(s) != "shared"
+]
 SNAPSHOT = "aws:rds/snapshot:Snapshot"
 
 
