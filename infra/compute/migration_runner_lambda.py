@@ -30,6 +30,7 @@ POLL_SECONDS = 10
 MARGIN_SECONDS = 20
 STARTED_BY = "mlflow-stack-migrate"
 RESTORE_GUIDE = "docs/upgrading.md#when-the-migration-fails"
+SHARED_RESTORE_GUIDE = "docs/teams.md#upgrades-and-restores"
 
 
 class MigrationFailed(RuntimeError):
@@ -47,7 +48,9 @@ class MigrationRequest:
     log_group: str
     # container name -> its awslogs-stream-prefix: a stream is <prefix>/<container>/<task id>
     log_stream_prefixes: Mapping[str, str]
-    snapshot_id: str  # the restore point taken before this MLflow version's migrations
+    # The restore point taken before this MLflow version's migrations; None for a team on its
+    # platform's shared instance (database.placement: shared), whose restore point is PITR.
+    snapshot_id: str | None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> MigrationRequest:
@@ -59,7 +62,7 @@ class MigrationRequest:
                 security_groups=[str(s) for s in event["securityGroups"]],
                 log_group=str(event["logGroup"]),
                 log_stream_prefixes={str(k): str(v) for k, v in event["logStreamPrefixes"].items()},
-                snapshot_id=str(event["snapshotId"]),
+                snapshot_id=str(event["snapshotId"]) if event["snapshotId"] else None,
             )
         except (KeyError, AttributeError, TypeError) as exc:
             raise MigrationFailed(f"the invocation's input lacks {exc}: redeploy with `pulumi up`") from exc
@@ -72,11 +75,20 @@ class MigrationRequest:
         return f"log group {self.log_group}, stream {self.log_stream(container, task_arn)}"
 
     def restore_hint(self) -> str:
+        if self.snapshot_id is None:
+            restore = (
+                "restore the shared instance to a time before this deploy as a new instance "
+                f"(point-in-time) and copy this team's two databases back — {SHARED_RESTORE_GUIDE}."
+            )
+        else:
+            restore = (
+                f"restore the pre-upgrade snapshot {self.snapshot_id} "
+                f"(database.restoreFromSnapshot: {self.snapshot_id}) — {RESTORE_GUIDE}."
+            )
         return (
             "The ECS service was not changed: the old tasks keep serving. A failed migration rolls "
             "its transaction back (the schema stays at the revision it started from); if the "
-            f"databases are damaged, restore the pre-upgrade snapshot {self.snapshot_id} "
-            f"(database.restoreFromSnapshot: {self.snapshot_id}) — {RESTORE_GUIDE}."
+            f"databases are damaged, {restore}"
         )
 
 

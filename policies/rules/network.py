@@ -28,6 +28,7 @@ SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 PUBLIC_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 DB_INSTANCE = "aws:rds/instance:Instance"
+POSTGRES_PORT = 5432  # the RDS PostgreSQL port the kit's instances listen on
 ECS_SERVICE = "aws:ecs/service:Service"
 EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 INTERNET_GATEWAY = "aws:ec2/internetGateway:InternetGateway"
@@ -171,8 +172,16 @@ def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Itera
         )
     ]
     backend_groups = set() if services else _load_balancer_backends(resources, groups)
+    db_group_urns = {g.urn for g in db_groups}
+    # A stack without an instance of its own (a team on its platform's shared instance,
+    # database.placement: shared) opens the platform's database group, which it does not declare:
+    # its rules admitting PostgreSQL to a group from elsewhere are the database's ingress.
+    shared_instance = not of_type(resources, DB_INSTANCE)
     for ingress in collect_ingress(resources):
-        if ingress.group is None or ingress.group.urn not in {g.urn for g in db_groups}:
+        if ingress.group is None:
+            if not (shared_instance and _admits_postgres(ingress)):
+                continue
+        elif ingress.group.urn not in db_group_urns:
             continue
         from_service = any(ingress.allows_from(g) for g in service_groups) or (
             bool(ingress.source_groups) and set(ingress.source_groups) <= backend_groups
@@ -180,10 +189,23 @@ def check_database_ingress(resources: Sequence[Resource], ctx: Context) -> Itera
         opened_wider = ingress.cidrs or ingress.prefix_lists or ingress.self_referencing
         if opened_wider or not from_service:
             yield Violation(
-                f"database security group {ingress.group.name} allows {ingress.describe()}: "
+                f"database security group {_name_of(ingress)} allows {ingress.describe()}: "
                 "only the MLflow service's security group may reach the database",
                 ingress.declared_by.urn,
             )
+
+
+def _name_of(ingress: Ingress) -> str:
+    if ingress.group is not None:
+        return ingress.group.name
+    return f"{known(ingress.declared_by.props, 'securityGroupId') or '?'} (the platform's shared instance)"
+
+
+def _admits_postgres(ingress: Ingress) -> bool:
+    if ingress.protocol in ("-1", "all"):
+        return True
+    low, high = ingress.from_port, ingress.to_port
+    return ingress.protocol == "tcp" and low is not None and high is not None and low <= POSTGRES_PORT <= high
 
 
 def _load_balancer_backends(resources: Sequence[Resource], groups: Sequence[Resource]) -> set[str]:

@@ -162,6 +162,45 @@ def test_database_admits_only_the_service_group():
     assert violations("database-ingress-from-service-only", _data_path(from_other))
 
 
+def test_a_team_on_a_shared_instance_admits_only_its_service_group():
+    # database.placement: shared — the instance and its group are the platform's: the team's rule
+    # opens a group it does not declare (a StackReference output), on PostgreSQL's port.
+    def team(rule) -> list:
+        return [
+            res(SG, "svc-sg"),
+            res(
+                "aws:ecs/service:Service",
+                "svc",
+                networkConfiguration={"securityGroups": ["svc-sg"], "assignPublicIp": False},
+            ),
+            rule,
+        ]
+
+    def ingress(**source) -> object:
+        return res(INGRESS, "db-in", securityGroupId="sg-platform-db", ipProtocol="tcp", **source)
+
+    assert (
+        violations(
+            "database-ingress-from-service-only",
+            team(ingress(referencedSecurityGroupId="svc-sg", fromPort=5432, toPort=5432)),
+        )
+        == []
+    )
+    wide = violations(
+        "database-ingress-from-service-only",
+        team(ingress(cidrIpv4="10.0.0.0/16", fromPort=5000, toPort=6000)),
+    )
+    assert len(wide) == 1 and "sg-platform-db (the platform's shared instance)" in wide[0]
+    # Another port on a group from elsewhere is not the database's business.
+    assert (
+        violations(
+            "database-ingress-from-service-only",
+            team(ingress(cidrIpv4="10.0.0.0/16", fromPort=443, toPort=443)),
+        )
+        == []
+    )
+
+
 def _ordered(*, eip_after_igw: bool) -> list:
     from dataclasses import replace
 

@@ -52,6 +52,7 @@ STACKS = (
     "platform-prod",
     "recsys-prod",
     "fraud-prod",
+    "media-prod",
 )
 # compute.backend: kubernetes stacks: the ECS rules have nothing there, the Kubernetes rules only
 # there; the replicas rule looks at the Deployment instead of the ECS service.
@@ -67,15 +68,24 @@ KUBERNETES_SUBJECTS = {"mlflow-prod-replicas-autoscaled": "kubernetes:apps/v1:De
 
 # tenancy.mode: a platform stack runs no server (no database, task or bucket of MLflow's); a team
 # stack's ALB and listeners are its platform's, so the ALB rules judge them in the platform stack.
+# With `database.placement: shared` (media-prod) the RDS instance is the platform's too: the RDS
+# rules judge it in the platform stack (platform-prod shares one, sharedDatabase).
 PLATFORM_STACKS = ("platform-prod",)
-TEAM_STACKS = ("recsys-prod", "fraud-prod")
-NOT_IN_PLATFORM = {
+TEAM_STACKS = ("recsys-prod", "fraud-prod", "media-prod")
+SHARED_DATABASE_TEAMS = ("media-prod",)
+# There the database's ingress is the team's rule on the platform's database group.
+SHARED_DATABASE_SUBJECTS = {
+    "database-ingress-from-service-only": "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+}
+RDS_INSTANCE_RULES = {
     "rds-storage-encrypted",
     "rds-not-public",
     "rds-backup-retention",
     "rds-prod-multi-az",
     "rds-prod-deletion-protection",
     "rds-force-ssl",
+}
+NOT_IN_PLATFORM = {
     "database-ingress-from-service-only",
     "mlflow-basic-auth",
     "mlflow-prod-replicas-autoscaled",
@@ -87,8 +97,10 @@ NOT_IN_TEAM = {"alb-https-tls-policy", "alb-http-redirect-only", "alb-drop-inval
 def _cases():
     for rule in ALL_RULES:
         for stack in ADVISORY_STACKS.get(rule.name, STACKS):
-            if (stack in PLATFORM_STACKS and rule.name in NOT_IN_PLATFORM) or (
-                stack in TEAM_STACKS and rule.name in NOT_IN_TEAM
+            if (
+                (stack in PLATFORM_STACKS and rule.name in NOT_IN_PLATFORM)
+                or (stack in TEAM_STACKS and rule.name in NOT_IN_TEAM)
+                or (stack in SHARED_DATABASE_TEAMS and rule.name in RDS_INSTANCE_RULES)
             ):
                 continue
             if rule.name in PROD_ONLY and from_stack_name(stack) != "prod":
@@ -111,9 +123,14 @@ def test_the_stack_files_are_the_ones_tested(own_stacks):
 def test_rule_passes_on_own_stack(own_stacks, rule_name, stack):
     resources = own_stacks[stack]
     rule = next(r for r in ALL_RULES if r.name == rule_name)
-    subject = (KUBERNETES_SUBJECTS if stack in KUBERNETES_STACKS else {}).get(
-        rule_name, SUBJECTS.get(rule_name)
+    special = (
+        KUBERNETES_SUBJECTS
+        if stack in KUBERNETES_STACKS
+        else SHARED_DATABASE_SUBJECTS
+        if stack in SHARED_DATABASE_TEAMS
+        else {}
     )
+    subject = special.get(rule_name, SUBJECTS.get(rule_name))
     inspected = [r for r in resources if (r.type == subject if subject else rule.inspects(r.type))]
     assert inspected, f"{stack} has nothing for {rule_name} to inspect"
     assert violations(rule_name, resources, environment=from_stack_name(stack)) == []

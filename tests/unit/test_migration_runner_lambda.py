@@ -137,6 +137,21 @@ def test_a_failed_migration_names_its_log_stream_and_the_snapshot(ecs):
     assert "Essential container in task exited" in message
 
 
+def test_a_team_on_a_shared_instance_is_pointed_at_point_in_time_recovery(ecs):
+    # database.placement: shared — no per-team RDS snapshot exists (it would hold every team's data).
+    shared = MigrationRequest.from_event({**EVENT, "snapshotId": None})
+    stopped = task("STOPPED", {"db-bootstrap": 0, "migrate": 1}, stopCode="EssentialContainerExited")
+    with Stubber(ecs) as stub:
+        stub.add_response("run_task", {"tasks": [task("PENDING")]}, run_task_params())
+        stub.add_response("describe_tasks", {"tasks": [stopped]}, {"cluster": CLUSTER, "tasks": [TASK_ARN]})
+        with pytest.raises(MigrationFailed) as failure:
+            clock = Clock()
+            run_migration(ecs, shared, remaining_seconds=clock.remaining, sleep=clock.sleep)
+    message = str(failure.value)
+    assert "snapshot" not in message and "None" not in message
+    assert "point-in-time" in message and "docs/teams.md#upgrades-and-restores" in message
+
+
 def test_a_failed_bootstrap_names_its_stream_and_the_migration_that_never_ran(ecs):
     stopped = task("STOPPED", {"db-bootstrap": 1, "migrate": None})
     stopped["containers"][1]["reason"] = "dependency db-bootstrap did not succeed"

@@ -66,6 +66,7 @@ def test_a_changed_platform_previews_its_teams_and_deploys_first() -> None:
     # The shipped platform and its two team stacks (docs/teams.md).
     assert affected_stacks(["stacks/Pulumi.platform-prod.yaml"], names, ".") == [
         "fraud-prod",
+        "media-prod",
         "platform-prod",
         "recsys-prod",
     ]
