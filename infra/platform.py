@@ -15,14 +15,15 @@ from infra.compute.kubernetes import KubernetesService
 from infra.compute.kubernetes_platform import kubernetes_compute, kubernetes_pod_metrics
 from infra.compute.spec import DB_SSLMODE, SCRATCH_PATH, SecretRefs, ServerSpec, build_server_spec
 from infra.database import Database, DatabaseArgs
-from infra.firewall import Firewall, FirewallArgs
+from infra.firewall import Firewall
 from infra.identity import Identity, IdentityArgs, ecr_repository_arn_for_image
-from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.load_balancer import LoadBalancer
 from infra.locks import LockTable, LockTableArgs
 from infra.monitoring import AlarmThresholds, Monitoring, MonitoringArgs
-from infra.network import Network, NetworkArgs
+from infra.network import Network
 from infra.operations import Operations, OperationsArgs
 from infra.ordering import ready_when
+from infra.owned_edge import build_firewall, build_load_balancer, build_network
 from infra.secrets import Secrets, SecretsArgs
 from infra.settings import Settings, load_balancer_open_to_all
 from infra.shared_database import TeamDatabase
@@ -81,20 +82,9 @@ def build_platform(settings: Settings) -> Platform | SharedPlatform:
     prefix = settings.name_prefix
 
     shared = PlatformReference(settings) if settings.mode == "team" else None
-    network: Network | ReferencedNetwork
-    if shared is not None:
-        network = shared.network
-    else:
-        network = Network(
-            f"{prefix}-network",
-            NetworkArgs(
-                settings=settings.network,
-                region=settings.region,
-                service_name_prefix=partition_info.reverse_dns_prefix,
-                permissions_boundary_arn=settings.permissions_boundary_arn,
-            ),
-            opts=with_provider,
-        )
+    network: Network | ReferencedNetwork = (
+        shared.network if shared is not None else build_network(settings, partition_info, with_provider)
+    )
     secrets = Secrets(
         f"{prefix}-secrets",
         SecretsArgs(
@@ -158,21 +148,13 @@ def build_platform(settings: Settings) -> Platform | SharedPlatform:
     if shared is not None:
         load_balancer = team_route(settings, shared, with_provider)
     else:
-        load_balancer = _load_balancer(settings, network, with_provider)
-    firewall = None
-    if settings.waf_enabled:
-        edge = settings.load_balancer
-        firewall = Firewall(
-            f"{prefix}-firewall",
-            FirewallArgs(
-                name_prefix=prefix,
-                load_balancer_arn=load_balancer.arn,
-                rate_limit_per_5_min=edge.waf_rate_limit_per_5_min,
-                logs=edge.waf_logs,
-                log_retention_days=settings.server.log_retention_days,
-            ),
-            opts=with_provider,
-        )
+        load_balancer = build_load_balancer(settings, network, with_provider)
+    # A team stack's WAF is its platform's, on the shared load balancer.
+    firewall = (
+        None
+        if isinstance(load_balancer, TeamRoute)
+        else build_firewall(settings, load_balancer.arn, with_provider)
+    )
     server_image = ServerImage(
         f"{prefix}-image",
         ServerImageArgs(
@@ -465,36 +447,6 @@ def _tracking_url_ingress(
         "load_balancer_security_group_id": load_balancer.security_group_id,
         "load_balancer_source_ips": network.nat_public_ips,
     }
-
-
-def _load_balancer(settings: Settings, network: Network, opts: pulumi.ResourceOptions) -> LoadBalancer:
-    edge = settings.load_balancer
-    domain = settings.domain
-    return LoadBalancer(
-        f"{settings.name_prefix}-edge",
-        LoadBalancerArgs(
-            name_prefix=settings.name_prefix,
-            vpc_id=network.vpc_id,
-            # An internal ALB lives in the private subnets, next to the clients it serves.
-            subnet_ids=network.public_subnet_ids if edge.internet_facing else network.private_subnet_ids,
-            domain_name=domain.name,
-            target_port=contract.CONTAINER_PORT,
-            health_path=contract.HEALTH_PATH,
-            certificate_arn=domain.certificate_arn,
-            hosted_zone_id=domain.hosted_zone_id,
-            create_alias_record=domain.create_alias_record,
-            internet_facing=edge.internet_facing,
-            allowed_cidrs=tuple(edge.allowed_cidrs),
-            ssl_policy=edge.ssl_policy,
-            idle_timeout_seconds=edge.idle_timeout_seconds,
-            deregistration_delay_seconds=edge.deregistration_delay_seconds,
-            deletion_protection=edge.deletion_protection,
-            access_logs=edge.access_logs,
-            access_log_bucket_force_destroy=settings.artifacts.force_destroy,
-            hsts_max_age_seconds=edge.hsts_max_age_seconds,
-        ),
-        opts=opts,
-    )
 
 
 def export_outputs(platform: Platform | SharedPlatform) -> None:

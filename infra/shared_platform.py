@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.firewall import Firewall, FirewallArgs
-from infra.load_balancer import HTTPS_PORT, LoadBalancer, LoadBalancerArgs
+from infra.firewall import Firewall
+from infra.load_balancer import HTTPS_PORT, LoadBalancer
 from infra.monitoring import topic_key_policy
-from infra.network import Network, NetworkArgs
+from infra.network import Network
+from infra.owned_edge import build_firewall, build_load_balancer, build_network
 from infra.settings import Settings, load_balancer_open_to_all
 from infra.shared_database import SharedDatabase, build_shared_database, export_shared_database_outputs
 from infra.tags import aws_provider
-from server import contract
 
 # What a team stack reads from the platform (infra/team_route.py); tests check both sides agree.
 PLATFORM_OUTPUTS = (
@@ -64,43 +64,9 @@ def build_shared_platform(settings: Settings) -> SharedPlatform:
     partition_info = aws.get_partition_output(opts=invoke_opts)
     prefix = settings.name_prefix
     edge = settings.load_balancer
-    domain = settings.domain
 
-    network = Network(
-        f"{prefix}-network",
-        NetworkArgs(
-            settings=settings.network,
-            region=settings.region,
-            service_name_prefix=partition_info.reverse_dns_prefix,
-            permissions_boundary_arn=settings.permissions_boundary_arn,
-        ),
-        opts=with_provider,
-    )
-    load_balancer = LoadBalancer(
-        f"{prefix}-edge",
-        LoadBalancerArgs(
-            name_prefix=prefix,
-            vpc_id=network.vpc_id,
-            subnet_ids=network.public_subnet_ids if edge.internet_facing else network.private_subnet_ids,
-            domain_name=domain.name,
-            target_port=contract.CONTAINER_PORT,
-            health_path=contract.HEALTH_PATH,
-            certificate_arn=domain.certificate_arn,
-            hosted_zone_id=domain.hosted_zone_id,
-            create_alias_record=domain.create_alias_record,
-            internet_facing=edge.internet_facing,
-            allowed_cidrs=tuple(edge.allowed_cidrs),
-            ssl_policy=edge.ssl_policy,
-            idle_timeout_seconds=edge.idle_timeout_seconds,
-            deregistration_delay_seconds=edge.deregistration_delay_seconds,
-            deletion_protection=edge.deletion_protection,
-            access_logs=edge.access_logs,
-            access_log_bucket_force_destroy=settings.artifacts.force_destroy,  # the preset's
-            hsts_max_age_seconds=edge.hsts_max_age_seconds,
-            shared=True,
-        ),
-        opts=with_provider,
-    )
+    network = build_network(settings, partition_info, with_provider)
+    load_balancer = build_load_balancer(settings, network, with_provider, shared=True)
     if edge.internet_facing and not load_balancer_open_to_all(edge):
         # The teams' maintenance tasks call their tracking URLs from the private subnets; to an
         # internet-facing ALB their packets arrive from these NAT gateways' public IPs.
@@ -115,19 +81,7 @@ def build_shared_platform(settings: Settings) -> SharedPlatform:
                 description="HTTPS from the teams' maintenance tasks, through this NAT gateway",
                 opts=pulumi.ResourceOptions(parent=load_balancer),
             )
-    firewall = None
-    if settings.waf_enabled:
-        firewall = Firewall(
-            f"{prefix}-firewall",
-            FirewallArgs(
-                name_prefix=prefix,
-                load_balancer_arn=load_balancer.arn,
-                rate_limit_per_5_min=edge.waf_rate_limit_per_5_min,
-                logs=edge.waf_logs,
-                log_retention_days=settings.server.log_retention_days,
-            ),
-            opts=with_provider,
-        )
+    firewall = build_firewall(settings, load_balancer.arn, with_provider)
     cluster = aws.ecs.Cluster(
         f"{prefix}-cluster",
         # Every team's service and maintenance task runs here; Container Insights per service.
