@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from lifecycle.db_doctor import STATISTICS_SCHEMA
 from lifecycle.db_status import BACKUPS_DIR, MANIFEST
 from lifecycle.db_target import DatabaseTarget, DatabaseUnreachable
 from server import contract
@@ -189,6 +190,9 @@ class _Drill:
             self.tool(
                 "pg_dump",
                 f"--snapshot={snapshot}",
+                # The statement statistics' schema holds no MLflow data, and the new instance's
+                # bootstrap-db creates its own (the extension itself is dumped IF NOT EXISTS).
+                f"--exclude-schema={STATISTICS_SCHEMA}",
                 "--format=custom",
                 f"--file={path}",
                 "--host=127.0.0.1",
