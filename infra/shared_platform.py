@@ -16,7 +16,13 @@ import pulumi_aws as aws
 
 from infra.firewall import Firewall
 from infra.load_balancer import HTTPS_PORT, LoadBalancer
-from infra.monitoring import topic_key_policy
+from infra.monitoring import (
+    RDS_PERIOD_SECONDS,
+    AlarmThresholds,
+    connections_threshold,
+    free_storage_threshold_bytes,
+    topic_key_policy,
+)
 from infra.network import Network
 from infra.owned_edge import build_firewall, build_load_balancer, build_network
 from infra.settings import Settings, load_balancer_open_to_all
@@ -95,6 +101,7 @@ def build_shared_platform(settings: Settings) -> SharedPlatform:
         shared_database = build_shared_database(
             settings, network.vpc_id, network.private_subnet_ids, with_provider
         )
+        _shared_database_alarms(settings, shared_database, topic, with_provider)
     return SharedPlatform(
         settings=settings,
         network=network,
@@ -160,6 +167,64 @@ def _alarms(
             opts=opts,
         )
     return topic
+
+
+def _shared_database_alarms(
+    settings: Settings, shared: SharedDatabase, topic: aws.sns.Topic, opts: pulumi.ResourceOptions
+) -> None:
+    """The shared instance's health on the platform's own topic: its on-call owns the instance (each
+    sharing team's alarms watch it too, with the same thresholds as a team's own instance)."""
+    prefix = settings.name_prefix
+    limits = AlarmThresholds()
+    instance = settings.shared_database
+    database = {"DBInstanceIdentifier": shared.database.instance_identifier}
+    for role, metric, statistic, periods, threshold, comparison, description in (
+        (
+            "cpu",
+            "CPUUtilization",
+            "Average",
+            3,
+            limits.rds_cpu_percent,
+            "GreaterThanThreshold",
+            f"shared database CPU above {limits.rds_cpu_percent:g}%",
+        ),
+        (
+            "free-storage",
+            "FreeStorageSpace",
+            "Minimum",
+            1,
+            free_storage_threshold_bytes(instance.allocated_storage_gb, limits.rds_free_storage_percent),
+            "LessThanThreshold",
+            f"shared database free storage below {limits.rds_free_storage_percent:g}% of "
+            f"{instance.allocated_storage_gb} GiB",
+        ),
+        (
+            "connections",
+            "DatabaseConnections",
+            "Maximum",
+            2,
+            connections_threshold(instance.max_connections, limits.rds_connections_percent),
+            "GreaterThanThreshold",
+            f"shared database connections above {limits.rds_connections_percent:g}% of "
+            f"max_connections ({instance.max_connections}): the teams' limits together",
+        ),
+    ):
+        aws.cloudwatch.MetricAlarm(
+            f"{prefix}-shared-db-{role}",
+            alarm_description=description,
+            namespace="AWS/RDS",
+            metric_name=metric,
+            dimensions=database,
+            statistic=statistic,
+            period=RDS_PERIOD_SECONDS,
+            evaluation_periods=periods,
+            threshold=threshold,
+            comparison_operator=comparison,
+            treat_missing_data="missing",
+            alarm_actions=[topic.arn],
+            ok_actions=[topic.arn],
+            opts=opts,
+        )
 
 
 def export_platform_outputs(platform: SharedPlatform) -> None:

@@ -101,6 +101,26 @@ def test_platform_owns_one_hardened_shared_instance(stack_graph: Any) -> None:
 # --- the team on it --------------------------------------------------------------------------------
 
 
+def test_the_platforms_on_call_hears_about_the_shared_instance(stack_graph: Any) -> None:
+    graph = stack_graph(PLATFORM)
+    instance = graph.one(RDS)
+    topic = graph.one("aws:sns/topic:Topic")
+    alarms = {
+        a.get("metricName"): a
+        for a in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if a.get("namespace") == "AWS/RDS"
+    }
+    assert set(alarms) == {"CPUUtilization", "FreeStorageSpace", "DatabaseConnections"}
+    for alarm in alarms.values():
+        assert alarm.get("dimensions") == {"DBInstanceIdentifier": instance.get("identifier")}
+        assert alarm.get("alarmActions") == [topic.arn] == alarm.get("okActions")
+    # Thresholds from the instance's own size: 10 % of its storage, 80 % of max_connections.
+    storage_gb = graph.outputs["shared_db_allocated_storage_gb"]
+    most = graph.outputs["shared_db_max_connections"]
+    assert alarms["FreeStorageSpace"].get("threshold") == pytest.approx(storage_gb * 1024**3 * 0.10)
+    assert alarms["DatabaseConnections"].get("threshold") == pytest.approx(most * 0.80)
+
+
 def test_team_has_no_instance_and_uses_the_platforms(stack_graph: Any) -> None:
     team, platform = stack_graph(TEAM), stack_graph(PLATFORM).outputs
     assert not team.of_type(RDS) and not team.of_type("aws:rds/snapshot:Snapshot")
