@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -117,6 +119,15 @@ def test_secret_files_are_private(local_stack: LocalStackInfo) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
+def _unless_gone(read: Callable[[], Any], gone: Any) -> Any:
+    """What `read` returns, or `gone` for a process that exited since it was listed: PostgreSQL's
+    backends come and go with every connection, and a process that is gone holds no secret."""
+    try:
+        return read()
+    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        return gone
+
+
 def test_no_secret_in_any_command_line_or_log_and_none_in_the_replica_environment(
     local_stack: LocalStackInfo,
 ) -> None:
@@ -126,7 +137,7 @@ def test_no_secret_in_any_command_line_or_log_and_none_in_the_replica_environmen
     top_level = [psutil.Process(p.pid) for p in local_stack.processes]
     everything = top_level + [c for p in top_level for c in p.children(recursive=True)]
     for proc in everything:
-        cmdline = " ".join(proc.cmdline())
+        cmdline = " ".join(_unless_gone(proc.cmdline, []))
         for name, value in secrets.items():
             assert value not in cmdline, f"{name} on the command line of {proc.pid}"
     # The processes the stack launched get secrets only as *_FILE paths.
@@ -138,7 +149,7 @@ def test_no_secret_in_any_command_line_or_log_and_none_in_the_replica_environmen
             assert "MLFLOW_STACK_ADMIN_PASSWORD_FILE=" in environ
     # The admin password reaches MLflow only through the 0600 auth config file: no descendant has it.
     for proc in everything:
-        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().decode(errors="replace")
+        environ = _unless_gone(Path(f"/proc/{proc.pid}/environ").read_bytes, b"").decode(errors="replace")
         assert secrets["admin_password"] not in environ, f"admin password in the environment of {proc.pid}"
     for log in (Path(local_stack.state_dir) / "logs").iterdir():
         text = log.read_text(errors="replace")
