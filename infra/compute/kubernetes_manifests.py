@@ -409,8 +409,7 @@ class Maintenance:
     secrets: Mapping[str, str]  # env var -> key in the maintenance Secret
     cpu: int
     memory: int
-    # The users re-sync (`users sync --grants-only --apply`, docs/users.md) when the stack has a
-    # users declaration: (entrypoint, arguments, plain environment incl. the declaration).
+    # `users sync --grants-only --apply` (docs/users.md): (entrypoint, arguments, plain environment)
     users_sync: tuple[tuple[str, ...], tuple[str, ...], Mapping[str, str]] | None = None
     users_sync_secrets: Mapping[str, str] = dataclass_field(default_factory=dict)
 
@@ -431,9 +430,8 @@ def maintenance_cronjob(spec: ServerSpec, workload: Workload, maintenance: Maint
     }
     containers = [container]
     if maintenance.users_sync is not None:
-        # A second container of the same pod, not an init container: as on ECS, a failed re-sync
-        # (the Job is marked failed, its report is in the container's log) never stops the week's
-        # housekeeping; the two touch different things, so they may run side by side.
+        # A second container, not an init container: as on ECS, a failed re-sync (the Job is marked
+        # failed, its report in the container's log) never stops the housekeeping beside it.
         entrypoint, arguments, environment = maintenance.users_sync
         sync_secrets = secret_env(maintenance.users_sync_secrets, MAINTENANCE_SECRET)
         containers.append(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from cli.main import main
-from preview.offline import SECRET_SENTINEL, list_stacks, stack_mode
+from preview.offline import SECRET_SENTINEL, list_stacks, load_stack_config, stack_mode
 
 # The budget is CPU seconds (this process and the pack's), not wall time: the machine's 2 cores are
 # shared with other suites, and under a load average of 20+ the same 5 CPU-second preview takes
@@ -65,8 +65,16 @@ def test_preview_is_fast_and_complete(previews, stack):
     assert f"Preview of stack {stack}" in run.out
     for section in ("Resources by component", "Policy violations", "Estimated monthly cost", "price source:"):
         assert section in run.out
-    # Resources are grouped under their component with their key settings.
+    # Resources are grouped under their component with their key settings: the database's, or for a
+    # team on its platform's shared instance (which has none of its own) the service's.
     lines = run.out.splitlines()
+    database = load_stack_config(stack).get("mlflow-stack:database") or {}
+    if database.get("placement") == "shared":
+        header = lines.index(f"  mlflow-{stack}-compute")
+        task = next(x for x in lines[header:] if f"mlflow-{stack}-compute-task " in x)
+        assert "cpu=" in task and "memory=" in task
+        assert f"mlflow-{stack}-database-instance" not in run.out
+        return
     header = lines.index(f"  mlflow-{stack}-database")
     instance = next(x for x in lines[header:] if f"mlflow-{stack}-database-instance" in x)
     assert "instanceClass=db." in instance and "storageEncrypted=true" in instance
