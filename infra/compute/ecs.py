@@ -194,6 +194,20 @@ def container_definitions(
     return [bootstrap, server]
 
 
+def resolved_spec(spec: ServerSpec, **extra: pulumi.Input[Any]) -> pulumi.Output[dict[str, Any]]:
+    """The spec's image, environment, secrets and bootstrap settings (plus `extra`) resolved as one
+    dict: what the service's and the migration's container definitions are rendered from."""
+    bootstrap = spec.bootstrap
+    return pulumi.Output.all(
+        image=spec.image,
+        environment=pulumi.Output.all(**dict(spec.environment)),
+        secrets=pulumi.Output.all(**dict(spec.secrets)),
+        bootstrap_environment=pulumi.Output.all(**dict(bootstrap.environment if bootstrap else {})),
+        bootstrap_secrets=pulumi.Output.all(**dict(bootstrap.secrets if bootstrap else {})),
+        **extra,
+    )
+
+
 def fargate_task_definition(
     resource_name: str,
     *,
@@ -324,16 +338,7 @@ class EcsService(pulumi.ComponentResource):
         self.cluster_arn = cluster_arn  # where the migration and the scheduled maintenance task run
         rollout_waits_for = list(args.before_rollout(self)) if args.before_rollout else []
 
-        definitions = pulumi.Output.all(
-            image=spec.image,
-            environment=pulumi.Output.all(**dict(spec.environment)),
-            secrets=pulumi.Output.all(**dict(spec.secrets)),
-            bootstrap_environment=pulumi.Output.all(
-                **dict(spec.bootstrap.environment if spec.bootstrap else {})
-            ),
-            bootstrap_secrets=pulumi.Output.all(**dict(spec.bootstrap.secrets if spec.bootstrap else {})),
-            log_group=self.log_group.name,
-        ).apply(
+        definitions = resolved_spec(spec, log_group=self.log_group.name).apply(
             lambda resolved: json.dumps(
                 container_definitions(
                     spec,

@@ -37,6 +37,7 @@ from infra.compute.ecs import (
     SCRATCH_VOLUME,
     bootstrap_container,
     fargate_task_definition,
+    resolved_spec,
 )
 from infra.compute.spec import ServerSpec
 from infra.identity import PolicedRole
@@ -304,15 +305,7 @@ class EcsMigration(pulumi.ComponentResource):
         super().__init__("mlflow-stack:compute:EcsMigration", name, None, opts)
         child = child_opts(self)
         spec = args.spec
-        bootstrap_environment = dict(spec.bootstrap.environment) if spec.bootstrap else {}
-        bootstrap_secrets = dict(spec.bootstrap.secrets) if spec.bootstrap else {}
-        resolved = pulumi.Output.all(
-            image=spec.image,
-            environment=pulumi.Output.all(**dict(spec.environment)),
-            secrets=pulumi.Output.all(**dict(spec.secrets)),
-            bootstrap_environment=pulumi.Output.all(**bootstrap_environment),
-            bootstrap_secrets=pulumi.Output.all(**bootstrap_secrets),
-        )
+        resolved = resolved_spec(spec)
         self.task_definition = fargate_task_definition(
             f"{name}-task",
             family=args.task_family,
