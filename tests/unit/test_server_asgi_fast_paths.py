@@ -10,13 +10,12 @@ must actually skip MLflow's middleware functions on the requests Flask serves, o
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.unit.basic_auth_process import basic_auth_environment, run_script
 
 _SCRIPT = r"""
 import asyncio, base64, json, os, sys
@@ -166,40 +165,13 @@ asyncio.run(main())
 
 def _run(directory: Path, fail_closed: bool) -> tuple[list[str], list[list[object]]]:
     admin_password = secrets.token_hex(16)
-    config = directory / "basic_auth.ini"
-    config.write_text(
-        "[mlflow]\n"
-        "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = sqlite:///{directory}/auth.db\n"
-        "admin_username = admin\n"
-        f"admin_password = {admin_password}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "auth_cache_ttl_seconds = 60\n",
-        encoding="utf-8",
-    )
-    os.chmod(config, 0o600)
     env = {
-        **os.environ,
-        "_MLFLOW_SGI_NAME": "uvicorn",
+        **basic_auth_environment(directory, admin_password),
+        "_MLFLOW_SGI_NAME": "uvicorn",  # MLflow builds its FastAPI app (and middlewares) under uvicorn
         "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true" if fail_closed else "false",
-        "MLFLOW_AUTH_CONFIG_PATH": str(config),
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
-        "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{directory}/mlflow.db",
-        "_MLFLOW_SERVER_REGISTRY_STORE": f"sqlite:///{directory}/mlflow.db",
-        "_MLFLOW_SERVER_ARTIFACT_ROOT": str(directory / "artifacts"),
         "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, admin_password],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("[")]
+    lines = run_script(_SCRIPT, admin_password, env)
     installed = next(line[1] for line in lines if line[0] == "installed")
     return installed, [line for line in lines if line[0] in ("stock", "fast")]
 

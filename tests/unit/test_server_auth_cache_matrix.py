@@ -12,12 +12,10 @@ password changed, user deleted. Every status, and every model link shown or with
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.unit.basic_auth_process import basic_auth_environment, run_script
 
 _MATRIX = r"""
 import base64, json, sys
@@ -126,39 +124,7 @@ world("cached")
 
 
 def _run(directory: Path, admin_password: str) -> list[list[object]]:
-    config = directory / "basic_auth.ini"
-    config.write_text(
-        "[mlflow]\n"
-        "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = sqlite:///{directory}/auth.db\n"
-        "admin_username = admin\n"
-        f"admin_password = {admin_password}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        # Stock keeps its own credential cache: in one process MLflow invalidates it exactly (the
-        # change is handled by the same worker), and it spares the test a scrypt check per request.
-        "auth_cache_ttl_seconds = 60\n",
-        encoding="utf-8",
-    )
-    os.chmod(config, 0o600)
-    env = {
-        **os.environ,
-        "MLFLOW_AUTH_CONFIG_PATH": str(config),
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
-        "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{directory}/mlflow.db",
-        "_MLFLOW_SERVER_REGISTRY_STORE": f"sqlite:///{directory}/mlflow.db",
-        "_MLFLOW_SERVER_ARTIFACT_ROOT": str(directory / "artifacts"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", _MATRIX, admin_password],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("[")]
+    return run_script(_MATRIX, admin_password, basic_auth_environment(directory, admin_password))
 
 
 def test_every_decision_matches_stock_basic_auth(tmp_path: Path) -> None:
