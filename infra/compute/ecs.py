@@ -74,6 +74,43 @@ class EcsServiceArgs:
             )
 
 
+def task_container(
+    spec: ServerSpec,
+    *,
+    name: str,
+    image: str,
+    command: list[str],
+    essential: bool,
+    environment: Mapping[str, str],
+    secrets: Mapping[str, str],
+    log_group_name: str,
+    region: str,
+) -> dict[str, Any]:
+    """A one-shot container of the server image, hardened as the server is (its user, no
+    capabilities, an init process, its own log stream prefix), writing only to the scratch volume."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "essential": essential,
+        "entryPoint": list(spec.entrypoint),
+        "command": command,
+        "user": spec.user,
+        "readonlyRootFilesystem": True,
+        "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
+        "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
+        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group_name,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": name,
+            },
+        },
+    }
+    return container
+
+
 def bootstrap_container(
     spec: ServerSpec,
     *,
@@ -85,28 +122,19 @@ def bootstrap_container(
 ) -> dict[str, Any]:
     """The database bootstrap (server/db_roles.py): the only container that receives the master
     password. Not essential — it exits when done — and the server container starts only after it
-    exited 0, so a failed bootstrap stops the task before anything serves."""
+    exited 0, so a failed bootstrap stops the task before anything serves. It writes nothing."""
     assert spec.bootstrap is not None
-    return {
-        "name": BOOTSTRAP_CONTAINER_NAME,
-        "image": image,
-        "essential": False,
-        "entryPoint": list(spec.entrypoint),
-        "command": list(spec.bootstrap.command),
-        "user": spec.user,
-        "readonlyRootFilesystem": True,  # it writes nothing
-        "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
-        "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
-        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-        "logConfiguration": {
-            "logDriver": "awslogs",
-            "options": {
-                "awslogs-group": log_group_name,
-                "awslogs-region": region,
-                "awslogs-stream-prefix": BOOTSTRAP_CONTAINER_NAME,
-            },
-        },
-    }
+    return task_container(
+        spec,
+        name=BOOTSTRAP_CONTAINER_NAME,
+        image=image,
+        command=list(spec.bootstrap.command),
+        essential=False,
+        environment=environment,
+        secrets=secrets,
+        log_group_name=log_group_name,
+        region=region,
+    )
 
 
 def container_definitions(

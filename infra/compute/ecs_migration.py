@@ -38,6 +38,7 @@ from infra.compute.ecs import (
     bootstrap_container,
     fargate_task_definition,
     resolved_spec,
+    task_container,
 )
 from infra.compute.spec import ServerSpec
 from infra.identity import PolicedRole
@@ -107,31 +108,24 @@ def migrate_container(
     region: str,
 ) -> dict[str, Any]:
     """The server's settings and secrets, `migrate` instead of `serve`; no port, no health check."""
-    container: dict[str, Any] = {
-        "name": MIGRATE_CONTAINER_NAME,
-        "image": image,
-        "essential": True,
-        "entryPoint": list(spec.entrypoint),
-        "command": list(contract.MIGRATE_COMMAND),
-        "user": spec.user,
-        "readonlyRootFilesystem": spec.read_only_root,
-        "mountPoints": (
-            [{"sourceVolume": SCRATCH_VOLUME, "containerPath": spec.scratch_path, "readOnly": False}]
-            if spec.read_only_root
-            else []
-        ),
-        "environment": [{"name": key, "value": environment[key]} for key in sorted(environment)],
-        "secrets": [{"name": key, "valueFrom": secrets[key]} for key in sorted(secrets)],
-        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-        "logConfiguration": {
-            "logDriver": "awslogs",
-            "options": {
-                "awslogs-group": log_group_name,
-                "awslogs-region": region,
-                "awslogs-stream-prefix": MIGRATE_CONTAINER_NAME,
-            },
-        },
-    }
+    container = task_container(
+        spec,
+        name=MIGRATE_CONTAINER_NAME,
+        image=image,
+        command=list(contract.MIGRATE_COMMAND),
+        essential=True,
+        environment=environment,
+        secrets=secrets,
+        log_group_name=log_group_name,
+        region=region,
+    )
+    # Like the server: a read-only root only when the image can run that way, then with its scratch.
+    container["readonlyRootFilesystem"] = spec.read_only_root
+    container["mountPoints"] = (
+        [{"sourceVolume": SCRATCH_VOLUME, "containerPath": spec.scratch_path, "readOnly": False}]
+        if spec.read_only_root
+        else []
+    )
     return container
 
 
