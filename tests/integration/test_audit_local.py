@@ -9,9 +9,6 @@ library (never by sleeping) or with `--older-than 0`.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from lifecycle.client import Connection, MlflowApiError
 from lifecycle.locks import DynamoLock, dynamodb_client, model_lock_id
 from lifecycle.models_prune import prune
 from local import s3_emulator
+from tests.integration.local_cli import cli
 
 pytestmark = pytest.mark.integration
 
@@ -38,24 +36,6 @@ ALL_TAGS = {"team": "gov", "owner": "ana", "mlflow.source.git.commit": "0a1b2c3"
 def conn(local_stack: Any) -> Iterator[Connection]:
     with Connection(local_stack.url, local_stack.username, local_stack.password, local_stack.ca_file) as c:
         yield c
-
-
-def cli(local_stack: Any, *args: str) -> tuple[int, dict[str, Any]]:
-    """`mlflow-stack <args> --local --json` as a subprocess; (exit code, parsed JSON)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args, "--local", "--state-dir", local_stack.state_dir, "--json"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    try:
-        body = json.loads(result.stdout)
-    except ValueError:
-        pytest.fail(f"not JSON (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    assert body["exit_code"] == result.returncode
-    return result.returncode, body
 
 
 def mine(body: dict[str, Any], prefix: str) -> dict[str, set[str]]:

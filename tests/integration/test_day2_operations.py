@@ -30,6 +30,7 @@ from lifecycle.models import alias_version, promote
 from lifecycle.runs import cleanup
 from lifecycle.targets import Target, gc_backend_store_uri
 from local import s3_emulator
+from tests.integration.local_cli import cli
 
 pytestmark = pytest.mark.integration
 
@@ -52,24 +53,6 @@ def dynamodb(local_stack: Any) -> Any:
 
 def uid() -> str:
     return uuid.uuid4().hex[:8]
-
-
-def cli(local_stack: Any, *args: str) -> tuple[int, dict[str, Any]]:
-    """`mlflow-stack <args> --local --json` as a subprocess; (exit code, parsed JSON)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args, "--local", "--state-dir", local_stack.state_dir, "--json"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    try:
-        body = json.loads(result.stdout)
-    except ValueError:
-        pytest.fail(f"not JSON (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    assert body["exit_code"] == result.returncode
-    return result.returncode, body
 
 
 def new_experiment(conn: Connection, name: str) -> str:
